@@ -1,0 +1,1 @@
+"""The HMS data layer: file readers and validators, preprocessing, labels, folds and the cache."""

@@ -1,0 +1,255 @@
+"""Reading, validating and atomically writing the files of the HMS layout.
+
+Every reader checks what the rest of hms relies on and raises ``HMSDataError`` naming the file and
+the problem: a missing file, an unreadable parquet, a missing or renamed column, a recording too
+short for its label offsets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hms.constants import (
+    EEG_CHANNELS,
+    SPEC_COLUMNS,
+    SUBMISSION_COLUMNS,
+    TEST_COLUMNS,
+    TRAIN_COLUMNS,
+    VOTE_COLUMNS,
+)
+from hms.errors import HMSDataError
+
+# --------------------------------------------------------------------------- atomic writes
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A crash or an exception leaves ``path`` as it was (absent or the old file), never half-written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; the final file gets the usual mode
+    try:
+        yield tmp_path
+        tmp_path.replace(path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_csv(df: pd.DataFrame, path: str | Path, **kwargs) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, **kwargs)
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_eeg_parquet(path: str | Path, signals: np.ndarray) -> None:
+    """Write (time, 20) microvolts as an HMS EEG file: float32 columns in ``EEG_CHANNELS`` order."""
+    signals = np.asarray(signals, dtype=np.float32)
+    if signals.ndim != 2 or signals.shape[1] != len(EEG_CHANNELS):
+        raise ValueError(f"EEG must be (time, {len(EEG_CHANNELS)}), got {signals.shape}")
+    table = pa.table({name: signals[:, i] for i, name in enumerate(EEG_CHANNELS)})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def write_spectrogram_parquet(path: str | Path, times: np.ndarray, values: np.ndarray) -> None:
+    """Write a Kaggle spectrogram file: int64 ``time`` then the 400 float32 region/bin columns."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2 or values.shape[1] != len(SPEC_COLUMNS) or len(times) != len(values):
+        raise ValueError(f"spectrogram must be (rows, {len(SPEC_COLUMNS)}), got {values.shape}")
+    cols = {"time": pa.array(np.asarray(times, dtype=np.int64))}
+    cols.update({name: values[:, i] for i, name in enumerate(SPEC_COLUMNS)})
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(cols), tmp)
+
+
+# --------------------------------------------------------------------------- parquet readers
+
+
+def _read_parquet_columns(path: Path, required: Sequence[str], what: str) -> pa.Table:
+    if not path.is_file():
+        raise HMSDataError(path, f"{what} file not found")
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise HMSDataError(path, f"unreadable parquet ({type(exc).__name__}: {exc})") from exc
+    missing = [c for c in required if c not in schema.names]
+    if missing:
+        extra = [c for c in schema.names if c not in required and not c.startswith("__")]
+        hint = f"; columns not expected: {extra[:10]}" if extra else ""
+        raise HMSDataError(path, f"{what} is missing columns {missing}{hint}")
+    try:
+        return pq.read_table(path, columns=list(required))
+    except Exception as exc:
+        raise HMSDataError(path, f"unreadable parquet ({type(exc).__name__}: {exc})") from exc
+
+
+def _table_to_float32(table: pa.Table, path: Path, what: str) -> np.ndarray:
+    out = np.empty((table.num_rows, table.num_columns), dtype=np.float32)
+    for i, name in enumerate(table.column_names):
+        col = table.column(i)
+        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+            raise HMSDataError(path, f"{what} column {name!r} is {col.type}, not numeric")
+        out[:, i] = col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return out
+
+
+def read_eeg(path: str | Path, min_samples: int = 1) -> np.ndarray:
+    """Read an HMS EEG parquet: float32 (time, 20) µV in ``EEG_CHANNELS`` order, may hold NaN."""
+    path = Path(path)
+    table = _read_parquet_columns(path, EEG_CHANNELS, "EEG")
+    if table.num_rows < min_samples:
+        raise HMSDataError(
+            path, f"EEG has {table.num_rows} samples, fewer than the {min_samples} needed"
+        )
+    return _table_to_float32(table, path, "EEG")
+
+
+def read_spectrogram(path: str | Path, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Read a Kaggle spectrogram parquet: ``(time (rows,) int64, values (rows, 400) float32)``."""
+    path = Path(path)
+    table = _read_parquet_columns(path, ("time", *SPEC_COLUMNS), "spectrogram")
+    if table.num_rows < min_rows:
+        raise HMSDataError(
+            path, f"spectrogram has {table.num_rows} rows, fewer than the {min_rows} needed"
+        )
+    times = table.column(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return times, _table_to_float32(table.drop_columns(["time"]), path, "spectrogram")
+
+
+# --------------------------------------------------------------------------- csv readers
+
+
+def _read_csv(path: str | Path, required: Sequence[str], what: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise HMSDataError(path, f"{what} not found")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise HMSDataError(path, f"{what} is empty (no header)") from exc
+    except Exception as exc:
+        raise HMSDataError(path, f"unreadable CSV ({type(exc).__name__}: {exc})") from exc
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise HMSDataError(path, f"{what} is missing columns {missing}; found {list(df.columns)}")
+    return df
+
+
+def _check_integer(df: pd.DataFrame, cols: Sequence[str], path: Path, what: str) -> None:
+    for c in cols:
+        if df[c].isna().any():
+            rows = df.index[df[c].isna()].tolist()[:5]
+            raise HMSDataError(path, f"{what} column {c!r} is empty in rows {rows}")
+        if not pd.api.types.is_integer_dtype(df[c]):
+            try:
+                as_int = df[c].astype(np.int64)
+            except (TypeError, ValueError) as exc:
+                raise HMSDataError(path, f"{what} column {c!r} is not integer") from exc
+            if not np.array_equal(as_int.to_numpy(), df[c].to_numpy()):
+                raise HMSDataError(path, f"{what} column {c!r} is not integer")
+            df[c] = as_int
+
+
+def read_train_csv(path: str | Path) -> pd.DataFrame:
+    """Read and validate ``train.csv`` (the 15 HMS columns, non-negative integer votes)."""
+    path = Path(path)
+    df = _read_csv(path, TRAIN_COLUMNS, "train.csv")
+    ids = ["eeg_id", "eeg_sub_id", "spectrogram_id", "spectrogram_sub_id", "label_id", "patient_id"]
+    if df.empty:  # a header alone is valid (the real sample file is one)
+        offsets = ["eeg_label_offset_seconds", "spectrogram_label_offset_seconds"]
+        df = df.astype(
+            {**dict.fromkeys([*ids, *VOTE_COLUMNS], "int64"), **dict.fromkeys(offsets, "float64")}
+        )
+        return df[list(TRAIN_COLUMNS)]
+    _check_integer(df, [*ids, *VOTE_COLUMNS], path, "train.csv")
+    for c in ("eeg_label_offset_seconds", "spectrogram_label_offset_seconds"):
+        if not pd.api.types.is_numeric_dtype(df[c]) or df[c].isna().any() or (df[c] < 0).any():
+            raise HMSDataError(path, f"train.csv column {c!r} must be non-negative numbers")
+    votes = df[list(VOTE_COLUMNS)].to_numpy()
+    if (votes < 0).any():
+        raise HMSDataError(path, "train.csv has negative votes")
+    empty = np.flatnonzero(votes.sum(axis=1) == 0)
+    if len(empty):
+        raise HMSDataError(path, f"train.csv rows {empty[:5].tolist()} have no votes at all")
+    if df["label_id"].duplicated().any():
+        dup = df.loc[df["label_id"].duplicated(), "label_id"].head(5).tolist()
+        raise HMSDataError(path, f"train.csv repeats label_id {dup}")
+    return df[list(TRAIN_COLUMNS)].reset_index(drop=True)
+
+
+def read_test_csv(path: str | Path) -> pd.DataFrame:
+    """Read and validate ``test.csv`` (spectrogram_id, eeg_id, patient_id; one row per eeg_id)."""
+    path = Path(path)
+    df = _read_csv(path, TEST_COLUMNS, "test.csv")
+    if df.empty:
+        raise HMSDataError(path, "test.csv has no rows")
+    _check_integer(df, TEST_COLUMNS, path, "test.csv")
+    if df["eeg_id"].duplicated().any():
+        dup = df.loc[df["eeg_id"].duplicated(), "eeg_id"].head(5).tolist()
+        raise HMSDataError(path, f"test.csv repeats eeg_id {dup}")
+    return df[list(TEST_COLUMNS)].reset_index(drop=True)
+
+
+def read_sample_submission(path: str | Path) -> pd.DataFrame:
+    """Read ``sample_submission.csv``: eeg_id and the six *_vote columns, in that order."""
+    path = Path(path)
+    df = _read_csv(path, SUBMISSION_COLUMNS, "sample_submission.csv")
+    if list(df.columns) != list(SUBMISSION_COLUMNS):
+        raise HMSDataError(
+            path, f"columns must be {list(SUBMISSION_COLUMNS)} in order, found {list(df.columns)}"
+        )
+    _check_integer(df, ["eeg_id"], path, "sample_submission.csv")
+    return df
+
+
+# --------------------------------------------------------------------------- the HMS layout
+
+
+class HMSLayout:
+    """Paths of an HMS-layout folder: {split}.csv, {split}_eegs/, {split}_spectrograms/."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def csv(self, split: str) -> Path:
+        return self.root / f"{split}.csv"
+
+    def eeg(self, split: str, eeg_id: int) -> Path:
+        return self.root / f"{split}_eegs" / f"{int(eeg_id)}.parquet"
+
+    def spectrogram(self, split: str, spectrogram_id: int) -> Path:
+        return self.root / f"{split}_spectrograms" / f"{int(spectrogram_id)}.parquet"
+
+    @property
+    def sample_submission(self) -> Path:
+        return self.root / "sample_submission.csv"
+
+    def read_csv(self, split: str) -> pd.DataFrame:
+        if split == "train":
+            return read_train_csv(self.csv(split))
+        if split == "test":
+            return read_test_csv(self.csv(split))
+        raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")

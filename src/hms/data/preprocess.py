@@ -1,0 +1,70 @@
+"""The preprocessing of one recording and of one model window, shared by training and inference.
+
+Two stages, split where the work is cheapest to share:
+1. ``preprocess_recording`` (once per recording, by ``hms.prepare`` into the cache): fill
+   non-finite samples and band-pass (optionally notch) the 20 referential channels. Filtering is
+   linear, so filtering electrodes and then subtracting them equals filtering the derivations.
+2. ``window_to_bipolar`` (per window, in the data loader): montage, clip, scale. Clipping is not
+   linear, so it comes after the montage.
+Inference runs the same two functions on test recordings, through the same cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from hms.data.montage import apply_montage
+from hms.data.signal import ChannelQuality, bandpass, fill_nonfinite
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    """Settings that shape the cached signals; changing any of them rebuilds the cache."""
+
+    low_hz: float | None = 0.5
+    high_hz: float | None = 20.0
+    filter_order: int = 4
+    notch_hz: float | None = None
+    dtype: str = "float16"  # storage type of the cached signals
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha1(blob).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """Per-window settings, applied at load time (no cache rebuild needed)."""
+
+    midline: bool = False  # 16 double-banana derivations, or 18 with Fz-Cz, Cz-Pz
+    clip_uv: float | None = 1024.0
+    scale: float = 1.0  # multiply the clipped µV by this
+
+
+def preprocess_recording(
+    raw: np.ndarray, settings: RecordingSettings | None = None
+) -> tuple[np.ndarray, ChannelQuality]:
+    """Raw referential µV (time, 20), may hold NaN -> filtered float32 (time, 20), always finite."""
+    settings = settings or RecordingSettings()
+    clean, quality = fill_nonfinite(raw)
+    filtered = bandpass(
+        clean,
+        low_hz=settings.low_hz,
+        high_hz=settings.high_hz,
+        order=settings.filter_order,
+        notch_hz=settings.notch_hz,
+    )
+    return filtered, quality
+
+
+def window_to_bipolar(window: np.ndarray, settings: WindowSettings | None = None) -> np.ndarray:
+    """Filtered referential window (time, 20) -> model input (channels, time) float32."""
+    settings = settings or WindowSettings()
+    bip = apply_montage(np.asarray(window, dtype=np.float32), settings.midline, settings.clip_uv)
+    if settings.scale != 1.0:
+        bip = bip * np.float32(settings.scale)
+    return np.ascontiguousarray(bip.T)

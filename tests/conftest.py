@@ -1,0 +1,119 @@
+"""Shared fixtures: the real Kaggle sample files and small HMS-layout folders built on the fly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hms.constants import EEG_CHANNELS, SAMPLE_RATE, TRAIN_COLUMNS, VOTE_COLUMNS
+from hms.data.io import write_eeg_parquet, write_spectrogram_parquet
+
+REPO = Path(__file__).resolve().parents[1]
+KAGGLE_SAMPLES = Path(
+    os.environ.get("HMS_KAGGLE_SAMPLES", REPO.parent / "shared" / "data" / "kaggle_samples")
+)
+
+
+@pytest.fixture(scope="session")
+def kaggle_dir() -> Path:
+    """The real competition files beside the checkout (CI has them too)."""
+    if not (KAGGLE_SAMPLES / "test.csv").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"the real Kaggle sample files are missing from {KAGGLE_SAMPLES}")
+        pytest.skip(f"real Kaggle sample files not found at {KAGGLE_SAMPLES}")
+    return KAGGLE_SAMPLES
+
+
+def sine_eeg(n_samples: int, seed: int = 0) -> np.ndarray:
+    """A referential recording whose channels are distinct sines (5-15 Hz) plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_samples) / SAMPLE_RATE
+    freqs = np.linspace(5, 15, len(EEG_CHANNELS))
+    x = 40 * np.sin(2 * np.pi * freqs[None, :] * t[:, None] + rng.uniform(0, 6, len(freqs)))
+    return (x + rng.normal(0, 2, x.shape)).astype(np.float32)
+
+
+def write_layout(
+    root: Path,
+    n_patients: int = 6,
+    eegs_per_patient: int = 2,
+    rows_per_eeg: int = 3,
+    seed: int = 0,
+    eeg_seconds: int = 70,
+    spec_seconds: int = 700,
+) -> pd.DataFrame:
+    """A small HMS-layout train split: sine EEGs, their Kaggle spectrograms and a train.csv."""
+    rng = np.random.default_rng(seed)
+    (root / "train_eegs").mkdir(parents=True, exist_ok=True)
+    (root / "train_spectrograms").mkdir(parents=True, exist_ok=True)
+    rows = []
+    label_id = 1000
+    for p in range(n_patients):
+        for e in range(eegs_per_patient):
+            eeg_id = 10_000 + 100 * p + e
+            spec_id = 20_000 + 100 * p + e
+            eeg = sine_eeg(eeg_seconds * SAMPLE_RATE, seed=eeg_id)
+            write_eeg_parquet(root / "train_eegs" / f"{eeg_id}.parquet", eeg)
+            # The EEG starts at session second 301: spectrogram second 301 + t is EEG second t,
+            # so a window at EEG offset o has its spectrogram window at o + 301 - 275 (even).
+            # Values are random power (the content of these spectrograms is not under test).
+            times = np.arange(1, spec_seconds, 2)
+            values = rng.gamma(4.0, 5.0, size=(len(times), 400)).astype(np.float32)
+            write_spectrogram_parquet(
+                root / "train_spectrograms" / f"{spec_id}.parquet", times, values
+            )
+            votes = rng.integers(0, 4, size=(2, 6))
+            votes[:, rng.integers(6)] += 1
+            for k in range(rows_per_eeg):
+                offset = 6.0 * k  # even seconds; the last window ends at 6 * (rows - 1) + 50
+                v = votes[0] if k < 2 else votes[1]
+                rows.append(
+                    {
+                        "eeg_id": eeg_id,
+                        "eeg_sub_id": k,
+                        "eeg_label_offset_seconds": float(offset),
+                        "spectrogram_id": spec_id,
+                        "spectrogram_sub_id": k,
+                        "spectrogram_label_offset_seconds": float(offset + 301 - 275),
+                        "label_id": label_id,
+                        "patient_id": 500 + p,
+                        "expert_consensus": ["Seizure", "LPD", "GPD", "LRDA", "GRDA", "Other"][
+                            int(np.argmax(v))
+                        ],
+                        **dict(zip(VOTE_COLUMNS, v.tolist(), strict=True)),
+                    }
+                )
+                label_id += 1
+    train = pd.DataFrame(rows)[list(TRAIN_COLUMNS)]
+    train.to_csv(root / "train.csv", index=False)
+    return train
+
+
+@pytest.fixture(scope="session")
+def _small_layout_template(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("template") / "data"
+    return root, write_layout(root)
+
+
+@pytest.fixture
+def small_layout(_small_layout_template, tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """A private copy (tests may damage it) of a small HMS train split with sine EEGs."""
+    template, train = _small_layout_template
+    root = tmp_path / "data"
+    shutil.copytree(template, root)
+    return root, train.copy()
+
+
+def copy_kaggle_test(kaggle_dir: Path, dest: Path) -> Path:
+    """A writable copy of the real public test split (test.csv + its EEG and spectrogram)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("test.csv", "sample_submission.csv"):
+        shutil.copy(kaggle_dir / name, dest / name)
+    for sub in ("test_eegs", "test_spectrograms"):
+        shutil.copytree(kaggle_dir / sub, dest / sub)
+    return dest
