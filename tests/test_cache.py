@@ -8,10 +8,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import hms.data.cache as cache_mod
 from hms.constants import SPEC_WINDOW_ROWS, TRAIN_COLUMNS, WINDOW_SAMPLES
 from hms.data.cache import HMSCache, build_cache
+from hms.data.dataset import CacheDataset
 from hms.data.io import read_eeg, read_spectrogram
 from hms.data.preprocess import RecordingSettings, preprocess_recording
 from hms.errors import HMSDataError
@@ -178,3 +180,36 @@ def test_missing_test_eeg_is_named(kaggle_dir, tmp_path):
     (data / "test_eegs" / "3911565283.parquet").unlink()
     with pytest.raises(HMSDataError, match=r"test\.csv: 1 file\(s\).*3911565283\.parquet"):
         prepare(data, tmp_path / "cache", splits=("test",), progress=False)
+
+
+def test_builtin_dataset_through_prepare_and_dataset(tiny, tmp_path):
+    """The tiny built-in dataset, NaN stretches and flat channels included, as model input."""
+    root, _ = tiny
+    prepared = prepare(root, tmp_path / "cache", n_folds=3, progress=False)
+    train, test = prepared.cache("train"), prepared.cache("test")
+    assert (train.eegs["n_bad_channels"] > 0).any()  # the files do hold NaN stretches
+    assert (train.eegs["n_flat_channels"] > 0).any()
+    ds = CacheDataset(train, random_window=True)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["eeg"].shape == (16, WINDOW_SAMPLES) and item["spec"].shape == (300, 400)
+        assert torch.isfinite(item["eeg"]).all() and torch.isfinite(item["spec"]).all()
+        assert item["target"].sum() == pytest.approx(1.0, abs=1e-5) and item["n_votes"] >= 1
+    # Folds are per patient and every fold has validation samples.
+    folds = load_folds(prepared.folds)
+    assert folds.groupby("patient_id")["fold"].nunique().max() == 1
+    assert set(folds["fold"]) == {0, 1, 2}
+    test_ds = CacheDataset(test)
+    assert len(test_ds) == len(pd.read_csv(root / "test.csv"))
+    assert torch.isfinite(test_ds[0]["eeg"]).all()
+
+
+def test_random_windows_cover_a_sample(tiny, tmp_path):
+    root, _ = tiny
+    cache = prepare(root, tmp_path / "cache", n_folds=3, progress=False).cache("train")
+    multi = int(np.flatnonzero(cache.n_windows > 2)[0])
+    ds = CacheDataset(cache, indices=[multi], random_window=True, seed=1)
+    seen = {ds._pick(multi) for _ in range(200)}
+    assert len(seen) == cache.n_windows[multi]
+    fixed = CacheDataset(cache, indices=[multi])
+    assert len({fixed._pick(multi) for _ in range(10)}) == 1

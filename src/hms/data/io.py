@@ -71,7 +71,7 @@ def write_eeg_parquet(path: str | Path, signals: np.ndarray) -> None:
         raise ValueError(f"EEG must be (time, {len(EEG_CHANNELS)}), got {signals.shape}")
     table = pa.table({name: signals[:, i] for i, name in enumerate(EEG_CHANNELS)})
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, use_dictionary=False)  # dictionaries only bloat float noise
 
 
 def write_spectrogram_parquet(path: str | Path, times: np.ndarray, values: np.ndarray) -> None:
@@ -82,7 +82,7 @@ def write_spectrogram_parquet(path: str | Path, times: np.ndarray, values: np.nd
     cols = {"time": pa.array(np.asarray(times, dtype=np.int64))}
     cols.update({name: values[:, i] for i, name in enumerate(SPEC_COLUMNS)})
     with atomic_path(path) as tmp:
-        pq.write_table(pa.table(cols), tmp)
+        pq.write_table(pa.table(cols), tmp, use_dictionary=False)
 
 
 # --------------------------------------------------------------------------- parquet readers

@@ -14,6 +14,7 @@ so the two views of a recording always agree.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 
 from hms.constants import (
     CHAINS,
@@ -25,6 +26,10 @@ from hms.constants import (
     SPEC_ROW_SECONDS,
 )
 from hms.data.signal import fill_nonfinite
+
+
+_WINDOW = np.hanning(SPEC_NFFT).astype(np.float32)
+_WINDOW_POWER = float(np.sum(np.hanning(SPEC_NFFT) ** 2))
 
 
 def _chain_index() -> tuple[np.ndarray, np.ndarray]:
@@ -53,22 +58,19 @@ def kaggle_spectrogram(
     """
     x, _ = fill_nonfinite(eeg)
     anode, cathode = _chain_index()
-    bip = x[:, anode] - x[:, cathode]  # (T, 16): LL pairs, RL pairs, LP pairs, RP pairs
-    times = row_times(len(bip), fs) if times is None else np.asarray(times, dtype=np.float64)
+    bip = np.ascontiguousarray((x[:, anode] - x[:, cathode]).T)  # (16, T): LL, RL, LP, RP pairs
+    times = row_times(bip.shape[1], fs) if times is None else np.asarray(times, dtype=np.float64)
     if len(times) == 0:
         return times, np.zeros((0, len(SPEC_REGIONS) * len(SPEC_BINS)), dtype=np.float32)
     half = SPEC_NFFT // 2
-    pad = np.pad(bip, ((half, half), (0, 0)), mode="reflect") if len(bip) > half else None
-    if pad is None:  # too short to reflect: zero-pad instead
-        pad = np.pad(bip, ((half, half), (0, 0)))
-    centres = np.round(times * fs).astype(np.int64)  # sample index of each row centre
-    starts = centres - half + half  # shift into the padded array
-    idx = starts[:, None] + np.arange(SPEC_NFFT)[None, :]
-    window = np.hanning(SPEC_NFFT).astype(np.float64)
-    segs = pad[idx].astype(np.float64)  # (rows, nfft, 16)
-    segs -= segs.mean(axis=1, keepdims=True)
-    spec = np.abs(np.fft.rfft(segs * window[None, :, None], axis=1)) ** 2
-    psd = spec[:, list(SPEC_BINS), :] / (fs * np.sum(window**2))  # (rows, 100, 16)
-    psd = psd.reshape(len(times), len(SPEC_BINS), len(SPEC_REGIONS), 4).mean(axis=3)
-    values = psd.transpose(0, 2, 1).reshape(len(times), -1)  # region-major, as the columns
+    mode = "reflect" if bip.shape[1] > half else "constant"  # too short to reflect: zero-pad
+    pad = np.pad(bip, ((0, 0), (half, half)), mode=mode)
+    centres = np.round(times * fs).astype(np.int64)  # sample of each row centre (+half in pad)
+    segs = pad[:, centres[:, None] + np.arange(SPEC_NFFT)[None, :]]  # (16, rows, nfft) float32
+    segs -= segs.mean(axis=-1, keepdims=True)
+    segs *= _WINDOW
+    spec = scipy.fft.rfft(segs, axis=-1)[..., SPEC_BINS[0] : SPEC_BINS[-1] + 1]
+    psd = (spec.real**2 + spec.imag**2) / (fs * _WINDOW_POWER)  # (16, rows, 100)
+    psd = psd.reshape(len(SPEC_REGIONS), 4, len(times), len(SPEC_BINS)).mean(axis=1)
+    values = psd.transpose(1, 0, 2).reshape(len(times), -1)  # region-major, as the columns
     return times, values.astype(np.float32)
