@@ -27,7 +27,6 @@ from hms.constants import (
 )
 from hms.data.signal import fill_nonfinite
 
-
 _WINDOW = np.hanning(SPEC_NFFT).astype(np.float32)
 _WINDOW_POWER = float(np.sum(np.hanning(SPEC_NFFT) ** 2))
 
