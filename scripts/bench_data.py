@@ -27,6 +27,20 @@ def _rss_mib(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _proc_mem(pid: int | str = "self") -> dict[str, float]:
+    """Anonymous vs file-backed resident memory (MiB) of a process, from /proc.
+
+    Pages of memory-mapped cache files count in RSS but belong to the page cache: they can be
+    dropped at any time and are shared by all workers. ``RssAnon`` is what a process really owns.
+    """
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
 def _stage(args: list[str]) -> dict:
     """Run one stage in a fresh interpreter so that its peak RSS is its own."""
     out = subprocess.run(
@@ -117,7 +131,13 @@ def stage_loader(cache_path: Path, workers: int, batches: int, batch_size: int) 
         n += len(batch["eeg"])
     seconds = time.perf_counter() - t0
     assert np.isfinite(batch["eeg"].numpy()).all()
+    main_mem = _proc_mem()
+    worker_pids = [w.pid for w in getattr(it, "_workers", [])]
+    worker_anon = [_proc_mem(pid).get("RssAnon", 0.0) for pid in worker_pids]
     return {
+        "rss_anon_mib": main_mem["RssAnon"],
+        "rss_file_mib": main_mem["RssFile"],
+        "worker_rss_anon_mib": worker_anon,
         "workers": workers,
         "batch_size": batch_size,
         "samples": n,
@@ -178,8 +198,9 @@ def main() -> None:
             f"[{args.preset}] random access, DataLoader workers={w} batch={res['batch_size']}: "
             f"{res['samples_per_s']:.0f} samples/s (eeg {res['eeg_shape']}, spec "
             f"{res['spec_shape']}); index {res['index_mib']:.1f} MiB for {res['n_samples']} "
-            f"samples; peak RSS {res['peak_rss_mib']:.0f} MiB "
-            f"(+ workers {res['peak_rss_children_mib']:.0f} MiB)"
+            f"samples; RSS at the end: anonymous {res['rss_anon_mib']:.0f} MiB, mapped files "
+            f"{res['rss_file_mib']:.0f} MiB; workers' anonymous "
+            f"{[round(x) for x in res['worker_rss_anon_mib']]} MiB"
         )
     if not args.keep:
         shutil.rmtree(args.out, ignore_errors=True)

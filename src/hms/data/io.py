@@ -64,14 +64,19 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
+# Signals are float noise: dictionary encoding and column statistics only cost time and space.
+_SIGNAL_PARQUET = {"use_dictionary": False, "write_statistics": False}
+
+
 def write_eeg_parquet(path: str | Path, signals: np.ndarray) -> None:
     """Write (time, 20) microvolts as an HMS EEG file: float32 columns in ``EEG_CHANNELS`` order."""
     signals = np.asarray(signals, dtype=np.float32)
     if signals.ndim != 2 or signals.shape[1] != len(EEG_CHANNELS):
         raise ValueError(f"EEG must be (time, {len(EEG_CHANNELS)}), got {signals.shape}")
-    table = pa.table({name: signals[:, i] for i, name in enumerate(EEG_CHANNELS)})
+    columns = np.ascontiguousarray(signals.T)  # one contiguous block per column: no copies
+    table = pa.table({name: columns[i] for i, name in enumerate(EEG_CHANNELS)})
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, use_dictionary=False)  # dictionaries only bloat float noise
+        pq.write_table(table, tmp, **_SIGNAL_PARQUET)
 
 
 def write_spectrogram_parquet(path: str | Path, times: np.ndarray, values: np.ndarray) -> None:
@@ -79,10 +84,11 @@ def write_spectrogram_parquet(path: str | Path, times: np.ndarray, values: np.nd
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or values.shape[1] != len(SPEC_COLUMNS) or len(times) != len(values):
         raise ValueError(f"spectrogram must be (rows, {len(SPEC_COLUMNS)}), got {values.shape}")
+    columns = np.ascontiguousarray(values.T)
     cols = {"time": pa.array(np.asarray(times, dtype=np.int64))}
-    cols.update({name: values[:, i] for i, name in enumerate(SPEC_COLUMNS)})
+    cols.update({name: columns[i] for i, name in enumerate(SPEC_COLUMNS)})
     with atomic_path(path) as tmp:
-        pq.write_table(pa.table(cols), tmp, use_dictionary=False)
+        pq.write_table(pa.table(cols), tmp, **_SIGNAL_PARQUET)
 
 
 # --------------------------------------------------------------------------- parquet readers
