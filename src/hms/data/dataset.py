@@ -33,8 +33,8 @@ class CacheDataset(Dataset):
         self.seed = seed
         samples = cache.samples
         if all(c in samples.columns for c in TARGET_COLUMNS):
-            self.targets = samples[list(TARGET_COLUMNS)].to_numpy(np.float32)
-            self.n_votes = samples["n_votes"].to_numpy(np.float32)
+            self.targets = np.array(samples[list(TARGET_COLUMNS)], dtype=np.float32)
+            self.n_votes = np.array(samples["n_votes"], dtype=np.float32)
         else:
             self.targets = np.zeros((len(samples), len(TARGET_COLUMNS)), np.float32)
             self.n_votes = np.zeros(len(samples), np.float32)

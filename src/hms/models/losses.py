@@ -1,0 +1,35 @@
+"""The training loss: KL(target || softmax(logits)), the competition metric on logits.
+
+Terms whose target is zero contribute zero (``xlogy``), so one-hot and sparse vote distributions
+give finite losses and gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _kl_terms(logits: Tensor, target: Tensor) -> Tensor:
+    """(B, K) terms target * (log target - log_softmax(logits)), computed in float32."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    target = target.float()
+    return torch.xlogy(target, target) - target * logp
+
+
+def kl_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """``F.kl_div(log_softmax(logits), target, reduction="batchmean")``, safe for zero targets.
+
+    ``weight`` (B,), if given, makes it a weighted mean over rows (e.g. by number of votes).
+    """
+    rows = _kl_terms(logits, target).sum(dim=-1)
+    if weight is None:
+        return rows.mean()
+    weight = weight.float()
+    return (rows * weight).sum() / weight.sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def kl_per_class(logits: Tensor, target: Tensor) -> Tensor:
+    """(K,) batch-mean contribution of each class to ``kl_loss``; sums to the loss (for logging)."""
+    return _kl_terms(logits, target).mean(dim=0)

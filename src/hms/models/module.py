@@ -1,0 +1,167 @@
+"""``HMSModule``: one LightningModule for every model family.
+
+It holds only primitive hyperparameters — the network's import path and keyword arguments, the
+augmentations, the optimiser and schedule — so ``HMSModule.load_from_checkpoint(path)`` rebuilds
+any run without Hydra or the config files. The loss is the competition's KL divergence; the
+validation scores (``val/kl`` on all samples, ``val/kl_hq`` on those with >= 10 votes, and the
+per-class terms) are computed with ``hms.metrics`` on the whole validation set at once, exactly as
+the Kaggle scorer would compute them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from hms.constants import CLASSES
+from hms.metrics import HQ_VOTES, kl_per_row
+from hms.models.losses import kl_loss
+from hms.transforms.augment import Augment, flip_batch
+
+
+def import_object(path: str) -> Any:
+    """``"package.module.Name"`` -> the object, with an error that says which part is missing."""
+    module_name, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ImportError(f"cannot import {path!r}: {exc}") from exc
+
+
+class HMSModule(pl.LightningModule):
+    def __init__(
+        self,
+        name: str,
+        net_class: str,
+        net: Mapping[str, Any] | None = None,
+        augment: Mapping[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        warmup_ratio: float = 0.1,
+        min_lr_ratio: float = 0.01,
+        loss_weight_by_votes: bool = False,
+        tta_flip: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net: nn.Module = import_object(net_class)(**dict(net or {}))
+        self.augment = Augment(**dict(augment or {}))
+        self._val: list[dict[str, Tensor]] = []
+        self.stage = "stage1"  # set by hms.train; saved in checkpoints so a resume knows where
+        self.lr_scale = 1.0  # stage 2 trains with a lower learning rate
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["hms_stage"] = self.stage
+        # The weights are in the state dict: rebuilding the architecture must not download.
+        net = checkpoint.get("hyper_parameters", {}).get("net")
+        if isinstance(net, dict) and "pretrained" in net:
+            checkpoint["hyper_parameters"]["net"] = {**net, "pretrained": False}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.stage = checkpoint.get("hms_stage", "stage1")
+
+    # ------------------------------------------------------------------ forward
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(getattr(self.net, "inputs", ("eeg", "spec")))
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self.net(batch)
+
+    @torch.no_grad()
+    def predict_proba(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Class probabilities (B, 6), averaged with the left/right mirror when ``tta_flip``."""
+        probs = torch.softmax(self(batch).float(), dim=-1)
+        if self.hparams.tta_flip:
+            probs = 0.5 * (probs + torch.softmax(self(flip_batch(batch)).float(), dim=-1))
+        return probs
+
+    # ------------------------------------------------------------------ steps
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        batch = self.augment(batch)
+        logits = self(batch)
+        weight = batch["n_votes"] if self.hparams.loss_weight_by_votes else None
+        loss = kl_loss(logits, batch["target"], weight)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        logits = self(batch)
+        loss = kl_loss(logits, batch["target"])
+        self.log("val/loss", loss, batch_size=len(logits), sync_dist=True)
+        self._val.append(
+            {
+                "index": batch["index"].detach(),
+                "probs": torch.softmax(logits.float(), dim=-1).detach(),
+                "target": batch["target"].detach().float(),
+                "n_votes": batch["n_votes"].detach().float(),
+            }
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        parts = {k: torch.cat([v[k] for v in self._val]) for k in self._val[0]}
+        self._val.clear()
+        if self.trainer.world_size > 1:  # gather and drop the padding of the distributed sampler
+            parts = {k: self.all_gather(v).flatten(0, 1) for k, v in parts.items()}
+        index = parts["index"].cpu().numpy()
+        _, first = np.unique(index, return_index=True)
+        probs = parts["probs"].cpu().double().numpy()[first]
+        probs /= probs.sum(axis=1, keepdims=True)
+        target = parts["target"].cpu().double().numpy()[first]
+        n_votes = parts["n_votes"].cpu().numpy()[first]
+        rows = kl_per_row(target, probs)
+        metrics = {"val/kl": float(rows.mean())}
+        hq = n_votes >= HQ_VOTES
+        metrics["val/kl_hq"] = float(rows[hq].mean()) if hq.any() else float("nan")
+        t = target / target.sum(axis=1, keepdims=True)
+        p = np.clip(probs, 1e-15, 1 - 1e-15)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(t > 0, t * np.log(t / p), 0.0).mean(axis=0)
+        for name, value in zip(CLASSES, terms, strict=True):
+            metrics[f"val/kl_{name}"] = float(value)
+        self.log("val/kl", metrics.pop("val/kl"), prog_bar=True)
+        self.log_dict(metrics)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return {"index": batch["index"], "probs": self.predict_proba(batch)}
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr * self.lr_scale,
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(total * self.hparams.warmup_ratio)
+        floor = self.hparams.min_lr_ratio
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

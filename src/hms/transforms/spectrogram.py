@@ -1,0 +1,299 @@
+"""Spectrogram images for 2-D CNNs, computed on the batch on the model's device.
+
+Both views end up as the same kind of object: a stack of per-chain *maps* (B, M, H, W) with
+frequency on H (low frequencies first) and time on W, in chain order LL, LP, RP, RL (the bipolar
+channel order), optionally followed by a midline map. ``arrange`` lays the maps out as a CNN image:
+
+- ``"stack"``: maps on top of each other, one channel: (B, 1, M*H, W);
+- ``"tile"``: a 2-column grid filled row by row, one channel: (B, 1, ceil(M/2)*H, 2*W) (an odd
+  last cell is zero);
+- ``"channels"``: one map per channel: (B, M, H, W).
+
+``unarrange`` inverts it, so the hemisphere mirror of an image is ``arrange(unarrange(img)[:,
+mirror_index(names)])`` whatever the layout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+from hms.constants import CHAIN_NAMES, CHAINS, SAMPLE_RATE, SPEC_REGIONS
+from hms.data.montage import bipolar_pairs
+
+LAYOUTS = ("stack", "tile", "channels")
+MIDLINE_MAP = "MID"
+_MIRROR_MAP = {"LL": "RL", "RL": "LL", "LP": "RP", "RP": "LP", MIDLINE_MAP: MIDLINE_MAP}
+_SPEC_BINS_PER_REGION = 100
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout
+
+
+def arrange(maps: Tensor, layout: str) -> Tensor:
+    """Maps (B, M, H, W) -> image (B, C, H', W') in ``layout`` (see the module docstring)."""
+    check_layout(layout)
+    b, m, h, w = maps.shape
+    if layout == "channels":
+        return maps
+    if layout == "stack":
+        return maps.reshape(b, 1, m * h, w)
+    if m % 2:
+        maps = torch.cat([maps, maps.new_zeros(b, 1, h, w)], dim=1)
+    rows = maps.shape[1] // 2
+    return maps.reshape(b, rows, 2, h, w).permute(0, 1, 3, 2, 4).reshape(b, 1, rows * h, 2 * w)
+
+
+def unarrange(image: Tensor, layout: str, n_maps: int) -> Tensor:
+    """The inverse of ``arrange``: image -> maps (B, n_maps, H, W)."""
+    check_layout(layout)
+    b, _, hh, ww = image.shape
+    if layout == "channels":
+        return image
+    if layout == "stack":
+        return image.reshape(b, n_maps, hh // n_maps, ww)
+    rows = math.ceil(n_maps / 2)
+    h, w = hh // rows, ww // 2
+    maps = image.reshape(b, rows, h, 2, w).permute(0, 1, 3, 2, 4).reshape(b, 2 * rows, h, w)
+    return maps[:, :n_maps]
+
+
+def mirror_index(names: Sequence[str]) -> list[int]:
+    """Permutation of maps named ``names`` that swaps each chain with its mirror (LL<->RL, ...)."""
+    position = {name: i for i, name in enumerate(names)}
+    missing = [name for name in names if _MIRROR_MAP.get(name) not in position]
+    if missing:
+        raise ValueError(f"maps {missing} have no mirror among {list(names)}")
+    return [position[_MIRROR_MAP[name]] for name in names]
+
+
+class _MapImage(nn.Module):
+    """Shared by both views: maps -> image, and the hemisphere mirror of an image."""
+
+    map_names: tuple[str, ...]
+    layout: str  # subclasses define maps(x) -> (B, M, H, W)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return arrange(self.maps(x), self.layout)
+
+    def mirror(self, image: Tensor) -> Tensor:
+        """The image of the hemisphere-flipped input, computed from the image itself."""
+        maps = unarrange(image, self.layout, len(self.map_names))
+        return arrange(maps[:, mirror_index(self.map_names)], self.layout)
+
+
+class EEGSpectrogram(_MapImage):
+    """Bipolar EEG (B, 16|18, T) -> log spectrogram image of the four chains (and the midline).
+
+    Each derivation gets its own log spectrogram, and the four of a chain are averaged (in log
+    space, as the public HMS solutions do). The defaults follow those solutions: a 128-band mel
+    spectrogram of 0-20 Hz, 1024-point FFT of 128-sample windows, hop 39 so that a 50-s window
+    gives T // hop = 256 frames (the trailing centred frame is dropped). ``kind="stft"`` keeps
+    the linear FFT bins between ``f_min`` and ``f_max`` instead. ``log="db"`` is
+    ``AmplitudeToDB`` (with ``top_db`` per sample), ``log="ln"`` is ``log(max(power, eps))``.
+    ``midline=True`` adds a fifth map, the mean of Fz-Cz and Cz-Pz (needs 18 channels); an
+    18-channel input without it just ignores the midline channels.
+    """
+
+    def __init__(
+        self,
+        kind: str = "mel",
+        n_fft: int = 1024,
+        hop_length: int = 39,
+        win_length: int | None = 128,
+        f_min: float = 0.0,
+        f_max: float = 20.0,
+        n_mels: int = 128,
+        log: str = "db",
+        top_db: float | None = 80.0,
+        eps: float = 1e-10,
+        midline: bool = False,
+        layout: str = "stack",
+        sample_rate: int = SAMPLE_RATE,
+    ) -> None:
+        super().__init__()
+        if kind not in ("mel", "stft"):
+            raise ValueError(f"kind must be 'mel' or 'stft', got {kind!r}")
+        if log not in ("db", "ln"):
+            raise ValueError(f"log must be 'db' or 'ln', got {log!r}")
+        self.kind, self.log, self.eps = kind, log, eps
+        self.hop_length = hop_length
+        self.midline = midline
+        self.layout = check_layout(layout)
+        if kind == "mel":
+            self.spectrogram = torchaudio.transforms.MelSpectrogram(
+                sample_rate=sample_rate,
+                n_fft=n_fft,
+                win_length=win_length,
+                hop_length=hop_length,
+                f_min=f_min,
+                f_max=f_max,
+                n_mels=n_mels,
+                power=2.0,
+            )
+            self.freq_slice = slice(None)
+        else:
+            self.spectrogram = torchaudio.transforms.Spectrogram(
+                n_fft=n_fft, win_length=win_length, hop_length=hop_length, power=2.0
+            )
+            freqs = torch.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+            keep = torch.nonzero((freqs >= f_min) & (freqs <= f_max)).flatten()
+            self.freq_slice = slice(int(keep[0]), int(keep[-1]) + 1)
+        self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=top_db)
+        pairs = bipolar_pairs(midline=True)
+        chains = [[pairs.index(p) for p in CHAINS[name]] for name in CHAIN_NAMES]
+        self.register_buffer("chain_index", torch.tensor(chains), persistent=False)
+        self.map_names = CHAIN_NAMES + ((MIDLINE_MAP,) if midline else ())
+
+    @property
+    def n_maps(self) -> int:
+        return len(self.map_names)
+
+    def maps(self, x: Tensor) -> Tensor:
+        """(B, C, T) bipolar EEG -> (B, 4|5, F, T // hop) per-chain log spectrograms."""
+        n_channels = x.shape[1]
+        if n_channels not in (16, 18):
+            raise ValueError(f"expected 16 or 18 bipolar channels, got {n_channels}")
+        if self.midline and n_channels != 18:
+            raise ValueError("midline=True needs the 18-channel montage (WindowSettings.midline)")
+        if not self.midline:
+            x = x[:, :16]
+        n_frames = x.shape[-1] // self.hop_length
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            power = self.spectrogram(x.float())[..., self.freq_slice, :n_frames]
+            logp = self.to_db(power) if self.log == "db" else power.clamp_min(self.eps).log()
+        maps = logp[:, self.chain_index].mean(dim=2)  # (B, 4, F, W)
+        if self.midline:
+            maps = torch.cat([maps, logp[:, 16:18].mean(dim=1, keepdim=True)], dim=1)
+        return maps
+
+
+class KaggleSpectrogramImage(_MapImage):
+    """Kaggle spectrogram rows (B, 300, 400) -> log-power image of its four regions.
+
+    The file's columns are LL, RL, LP, RP (100 bins each); ``regions`` picks the map order, by
+    default that of the EEG chains. Power is clamped to [eps, max_value] before the log (0 marks
+    missing values in the rows); the defaults exp(-4) and exp(8) are those of the public
+    solutions. ``crop_rows`` keeps that many central rows (2 s each) of the 10-min window.
+    """
+
+    def __init__(
+        self,
+        regions: Sequence[str] = CHAIN_NAMES,
+        eps: float = math.exp(-4),
+        max_value: float | None = math.exp(8),
+        crop_rows: int | None = None,
+        layout: str = "stack",
+    ) -> None:
+        super().__init__()
+        unknown = set(regions) - set(SPEC_REGIONS)
+        if unknown:
+            raise ValueError(f"unknown regions {sorted(unknown)}; known: {SPEC_REGIONS}")
+        self.map_names = tuple(regions)
+        self.region_index = [SPEC_REGIONS.index(r) for r in regions]
+        self.eps, self.max_value, self.crop_rows = eps, max_value, crop_rows
+        self.layout = check_layout(layout)
+
+    @property
+    def n_maps(self) -> int:
+        return len(self.map_names)
+
+    def maps(self, spec: Tensor) -> Tensor:
+        """(B, rows, 400) -> (B, n_regions, 100, rows) log power, low frequencies first."""
+        if spec.shape[-1] != len(SPEC_REGIONS) * _SPEC_BINS_PER_REGION:
+            raise ValueError(f"expected 400 spectrogram columns, got {spec.shape[-1]}")
+        if self.crop_rows is not None and self.crop_rows < spec.shape[1]:
+            start = (spec.shape[1] - self.crop_rows) // 2
+            spec = spec[:, start : start + self.crop_rows]
+        regions = spec.float().unflatten(-1, (len(SPEC_REGIONS), _SPEC_BINS_PER_REGION))
+        maps = regions[:, :, self.region_index].permute(0, 2, 3, 1)
+        return maps.clamp(min=self.eps, max=self.max_value).log()
+
+
+class Normalize(nn.Module):
+    """Standardises maps (B, M, H, W): per sample, with per-map dataset statistics, or not at all.
+
+    ``mode="dataset"`` keeps mean/std per map as buffers, so a checkpoint carries the training
+    fold's statistics; they come from ``fit`` (maps of training batches) or ``set_stats``.
+    """
+
+    MODES = ("instance", "dataset", "none")
+
+    def __init__(self, mode: str = "instance", num_channels: int = 1, eps: float = 1e-6) -> None:
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        self.mode, self.num_channels, self.eps = mode, num_channels, eps
+        self.register_buffer("mean", torch.zeros(num_channels))
+        self.register_buffer("std", torch.ones(num_channels))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def set_stats(
+        self, mean: float | Sequence[float] | Tensor, std: float | Sequence[float] | Tensor
+    ) -> Normalize:
+        """Sets per-map statistics (a scalar applies to every map)."""
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).expand(self.num_channels)
+        std_t = torch.as_tensor(std, dtype=torch.float32).expand(self.num_channels)
+        if not (torch.isfinite(mean_t).all() and (std_t > 0).all()):
+            raise ValueError("statistics must be finite with a positive std")
+        self.mean.copy_(mean_t)
+        self.std.copy_(std_t)
+        self.fitted.fill_(True)
+        return self
+
+    def reset_stats(self) -> None:
+        """Starts a streaming fit: ``update_stats`` on each batch of maps, then ``finish_stats``."""
+        self._moments: list[Tensor | int] | None = None
+
+    @torch.no_grad()
+    def update_stats(self, maps: Tensor) -> None:
+        x = maps.detach().double().transpose(0, 1).reshape(maps.shape[1], -1)
+        s, q, n = x.sum(dim=1), (x * x).sum(dim=1), x.shape[1]
+        moments = getattr(self, "_moments", None)
+        if moments is None:
+            self._moments = [s, q, n]
+        else:
+            self._moments = [moments[0] + s, moments[1] + q, moments[2] + n]
+
+    def finish_stats(self) -> Normalize:
+        moments = getattr(self, "_moments", None)
+        if moments is None:
+            raise ValueError("no maps were seen: call update_stats on training batches first")
+        total, sq, count = moments
+        self._moments = None
+        mean = total / count
+        std = (sq / count - mean * mean).clamp_min(0.0).sqrt()
+        return self.set_stats(mean.float().cpu(), std.float().cpu().clamp_min(self.eps))
+
+    def fit(self, batches: Iterable[Tensor]) -> Normalize:
+        """Per-map mean and std over all pixels of all batches (training fold only)."""
+        self.reset_stats()
+        for maps in batches:
+            self.update_stats(maps)
+        return self.finish_stats()
+
+    def forward(self, maps: Tensor) -> Tensor:
+        if self.mode == "none":
+            return maps
+        if self.mode == "instance":
+            mean = maps.mean(dim=(1, 2, 3), keepdim=True)
+            std = maps.std(dim=(1, 2, 3), keepdim=True)
+            return (maps - mean) / (std + self.eps)
+        if not bool(self.fitted):
+            raise RuntimeError(
+                "Normalize(mode='dataset') has no statistics yet: call fit(...) or set_stats(...) "
+                "with training-fold data, or load a checkpoint that holds them"
+            )
+        if maps.shape[1] != self.num_channels:
+            raise ValueError(f"expected {self.num_channels} maps, got {maps.shape[1]}")
+        return (maps - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, num_channels={self.num_channels}"

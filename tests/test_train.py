@@ -1,0 +1,178 @@
+"""Training: every model config, fast_dev_run, the two stages, OOF, resume, sweeps, wandb."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from hms.cli import conf_dir
+from hms.constants import VOTE_COLUMNS
+from hms.data.datamodule import HMSDataModule
+from hms.data.labels import TARGET_COLUMNS
+from hms.errors import HMSDataError
+from hms.metrics import kl_divergence
+from hms.models.inference import predict_loader
+from hms.models.losses import kl_loss
+from hms.models.module import HMSModule
+from hms.train import train
+
+MODELS = ("effnet_b0", "resnet1d_gru", "multispec_b0", "multispec_b1")
+
+
+def compose_train(tmp_path: Path, data_dir: Path, *overrides: str):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                "experiment=tiny",
+                f"data.data_dir={data_dir}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                f"paths.output_dir={tmp_path / 'outputs'}",
+                *overrides,
+            ],
+        )
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One cache folder for the module's tests (built on first use by the data module)."""
+    return tmp_path_factory.mktemp("train-cache")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_config_trains_one_step(model, tiny, tmp_path, shared_cache):
+    root, _ = tiny
+    cfg = compose_train(tmp_path, root, f"model={model}", f"paths.cache_dir={shared_cache}")
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup()
+    module: HMSModule = instantiate(cfg.model, _convert_="all")
+    if model == "multispec_b1":  # norm: dataset needs the training fold's statistics first
+        module.net.fit_normalization([next(iter(dm.train_dataloader()))])
+    batch = next(iter(dm.train_dataloader()))
+    module.train()
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in module.parameters()]
+    logits = module(module.augment(batch))  # what training_step does, without a Trainer
+    loss = kl_loss(logits, batch["target"])
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+    assert changed > 0.9 * len(before)
+    assert module.hparams.name == model
+
+
+def _check_run(run_dir: Path, n_folds: int = 3) -> dict:
+    for name in ("best.ckpt", "oof.parquet", "metrics.json", "config.yaml", "oof_stage1.parquet"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    oof = pd.read_parquet(run_dir / "oof.parquet")
+    assert len(oof) == metrics["n_val"] and oof["sample_id"].is_unique
+    np.testing.assert_allclose(oof[list(VOTE_COLUMNS)].sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(oof[list(TARGET_COLUMNS)].sum(axis=1), 1.0, atol=1e-6)
+    assert oof["fold"].nunique() == 1 and (oof["n_votes"] >= 1).all()
+    assert not list(run_dir.glob(".*.tmp"))  # no half-written file left behind
+    return metrics
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fast_dev_run_each_family(model, tiny, tmp_path, shared_cache):
+    root, _ = tiny
+    cfg = compose_train(
+        tmp_path, root, f"model={model}", "debug=fast", f"paths.cache_dir={shared_cache}",
+        "data.batch_size=4",
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert set(metrics["stages"]) == {"stage1", "stage2"}
+    _check_run(Path(cfg.run_dir))
+    module = HMSModule.load_from_checkpoint(Path(cfg.run_dir) / "best.ckpt")
+    assert module.hparams.name == model and module.stage == "stage2"
+
+
+def test_two_stages_oof_and_resume(tiny, tmp_path, shared_cache):
+    root, _ = tiny
+    cfg = compose_train(
+        tmp_path, root, "model=resnet1d_gru", f"paths.cache_dir={shared_cache}",
+        "stage1.epochs=2", "stage2.epochs=1",
+    )  # fmt: skip
+    metrics = train(cfg)
+    run_dir = Path(cfg.run_dir)
+    _check_run(run_dir)
+    s1, s2 = metrics["stages"]["stage1"], metrics["stages"]["stage2"]
+    assert s2["n_train"] < s1["n_train"]  # stage 2: high-agreement samples only
+    assert metrics["final"]["val/kl"] == s2["val/kl"]
+    oof = pd.read_parquet(run_dir / "oof.parquet")
+    assert kl_divergence(oof[list(TARGET_COLUMNS)], oof[list(VOTE_COLUMNS)]) == pytest.approx(
+        metrics["final"]["val/kl"]
+    )
+    # The checkpoint rebuilds the model without Hydra and reproduces the OOF predictions.
+    dm: HMSDataModule = instantiate(cfg.data)
+    dm.setup()
+    module = HMSModule.load_from_checkpoint(run_dir / "best.ckpt", map_location="cpu")
+    index, probs = predict_loader(module, dm.val_dataloader())
+    assert np.array_equal(dm.train_cache.samples["sample_id"].to_numpy()[index], oof["sample_id"])
+    np.testing.assert_allclose(probs, oof[list(VOTE_COLUMNS)].to_numpy(), atol=1e-5)
+
+    # Resume from the stage-1 checkpoint: stage 1 goes on to its last epoch, then stage 2.
+    resumed = compose_train(
+        tmp_path, root, "model=resnet1d_gru", f"paths.cache_dir={shared_cache}",
+        "stage1.epochs=3", "stage2.epochs=1", f"ckpt_path={run_dir / 'stage1' / 'last.ckpt'}",
+    )  # fmt: skip
+    again = train(resumed)
+    assert again["stages"]["stage1"]["epochs"] == 3
+    assert "stage2" in again["stages"]
+
+
+def test_label_refinement_needs_every_fold(tiny, tmp_path, shared_cache):
+    root, _ = tiny
+    cfg = compose_train(
+        tmp_path, root, "model=resnet1d_gru", f"paths.cache_dir={shared_cache}", "debug=fast",
+        "refine.enabled=true",
+    )  # fmt: skip
+    with pytest.raises(HMSDataError, match=r"folds \[0, 1, 2\] have no"):
+        train(cfg)
+
+
+def test_multirun_over_two_folds_goes_on_after_a_failure(tiny, tmp_path, shared_cache):
+    root, _ = tiny
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "hms.train", "-m", "experiment=tiny", "model=resnet1d_gru",
+         "fold=0,7,1", "debug=fast", f"data.data_dir={root}", f"paths.cache_dir={shared_cache}",
+         f"paths.output_dir={tmp_path / 'outputs'}"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = tmp_path / "outputs" / "runs" / "tiny" / "resnet1d_gru"
+    for fold in (0, 1):
+        _check_run(runs / f"fold{fold}")
+    assert "fold must be in 0..2" in (runs / "fold7" / "error.txt").read_text()
+    assert not (runs / "fold7" / "best.ckpt").exists()
+
+
+def test_wandb_offline_run_is_written(tiny, tmp_path, shared_cache, monkeypatch):
+    root, _ = tiny
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_train(  # not fast_dev_run: it replaces the loggers with a dummy
+        tmp_path, root, "model=resnet1d_gru", f"paths.cache_dir={shared_cache}", "logger=wandb",
+        "tags=[test]", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
+        "stage2.enabled=false",
+    )  # fmt: skip
+    train(cfg)
+    import wandb
+
+    assert wandb.run is None  # the run was closed
+    runs = list((Path(cfg.run_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
