@@ -45,15 +45,20 @@ def _check_predictions(preds: np.ndarray, where: str = "submission") -> np.ndarr
     return preds
 
 
-def kl_per_row(targets: np.ndarray, preds: np.ndarray) -> np.ndarray:
-    """KL(target || prediction) of each row; targets are vote counts or distributions."""
+def kl_terms(targets: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """(rows, 6) terms of KL(target || prediction); a row's sum is its KL, a column's mean is the
+    class's share of the score. Targets are vote counts or distributions."""
     t = normalize_votes(targets)
     p = np.clip(_check_predictions(preds), EPSILON, 1 - EPSILON)
     if t.shape != p.shape:
         raise ValueError(f"targets {t.shape} and predictions {p.shape} differ in shape")
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(t > 0, t * np.log(t / p), 0.0)
-    return terms.sum(axis=1)
+        return np.where(t > 0, t * np.log(t / p), 0.0)
+
+
+def kl_per_row(targets: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """KL(target || prediction) of each row; targets are vote counts or distributions."""
+    return kl_terms(targets, preds).sum(axis=1)
 
 
 def kl_divergence(targets: np.ndarray, preds: np.ndarray) -> float:

@@ -13,18 +13,13 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from hms.cli import hydra_main
+from hms.data.io import read_csv_checked
 from hms.errors import HMSDataError
 from hms.metrics import HQ_VOTES, align, kl_per_row, uniform_prediction
 
 
 def _read(path: str | Path, what: str) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise HMSDataError(path, f"{what} file not found")
-    try:
-        return pd.read_csv(path)
-    except Exception as exc:
-        raise HMSDataError(path, f"unreadable CSV ({type(exc).__name__}: {exc})") from exc
+    return read_csv_checked(path, (), f"{what} file")  # columns are checked when aligning
 
 
 def score_files(

@@ -148,7 +148,8 @@ def read_spectrogram(path: str | Path, min_rows: int = 1) -> tuple[np.ndarray, n
 # --------------------------------------------------------------------------- csv readers
 
 
-def _read_csv(path: str | Path, required: Sequence[str], what: str) -> pd.DataFrame:
+def read_csv_checked(path: str | Path, required: Sequence[str], what: str) -> pd.DataFrame:
+    """Read a CSV; a missing or unreadable file or missing columns raise ``HMSDataError``."""
     path = Path(path)
     if not path.is_file():
         raise HMSDataError(path, f"{what} not found")
@@ -182,7 +183,7 @@ def _check_integer(df: pd.DataFrame, cols: Sequence[str], path: Path, what: str)
 def read_train_csv(path: str | Path) -> pd.DataFrame:
     """Read and validate ``train.csv`` (the 15 HMS columns, non-negative integer votes)."""
     path = Path(path)
-    df = _read_csv(path, TRAIN_COLUMNS, "train.csv")
+    df = read_csv_checked(path, TRAIN_COLUMNS, "train.csv")
     ids = ["eeg_id", "eeg_sub_id", "spectrogram_id", "spectrogram_sub_id", "label_id", "patient_id"]
     if df.empty:  # a header alone is valid (the real sample file is one)
         offsets = ["eeg_label_offset_seconds", "spectrogram_label_offset_seconds"]
@@ -209,7 +210,7 @@ def read_train_csv(path: str | Path) -> pd.DataFrame:
 def read_test_csv(path: str | Path) -> pd.DataFrame:
     """Read and validate ``test.csv`` (spectrogram_id, eeg_id, patient_id; one row per eeg_id)."""
     path = Path(path)
-    df = _read_csv(path, TEST_COLUMNS, "test.csv")
+    df = read_csv_checked(path, TEST_COLUMNS, "test.csv")
     if df.empty:
         raise HMSDataError(path, "test.csv has no rows")
     _check_integer(df, TEST_COLUMNS, path, "test.csv")
@@ -222,7 +223,7 @@ def read_test_csv(path: str | Path) -> pd.DataFrame:
 def read_sample_submission(path: str | Path) -> pd.DataFrame:
     """Read ``sample_submission.csv``: eeg_id and the six *_vote columns, in that order."""
     path = Path(path)
-    df = _read_csv(path, SUBMISSION_COLUMNS, "sample_submission.csv")
+    df = read_csv_checked(path, SUBMISSION_COLUMNS, "sample_submission.csv")
     if list(df.columns) != list(SUBMISSION_COLUMNS):
         raise HMSDataError(
             path, f"columns must be {list(SUBMISSION_COLUMNS)} in order, found {list(df.columns)}"

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from hms.constants import CLASSES
-from hms.metrics import HQ_VOTES, kl_per_row
+from hms.metrics import HQ_VOTES, kl_terms
 from hms.models.losses import kl_loss
 from hms.transforms.augment import Augment, flip_batch
 
@@ -120,15 +120,12 @@ class HMSModule(pl.LightningModule):
         probs /= probs.sum(axis=1, keepdims=True)
         target = parts["target"].cpu().double().numpy()[first]
         n_votes = parts["n_votes"].cpu().numpy()[first]
-        rows = kl_per_row(target, probs)
+        terms = kl_terms(target, probs)
+        rows = terms.sum(axis=1)
         metrics = {"val/kl": float(rows.mean())}
         hq = n_votes >= HQ_VOTES
         metrics["val/kl_hq"] = float(rows[hq].mean()) if hq.any() else float("nan")
-        t = target / target.sum(axis=1, keepdims=True)
-        p = np.clip(probs, 1e-15, 1 - 1e-15)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(t > 0, t * np.log(t / p), 0.0).mean(axis=0)
-        for name, value in zip(CLASSES, terms, strict=True):
+        for name, value in zip(CLASSES, terms.mean(axis=0), strict=True):
             metrics[f"val/kl_{name}"] = float(value)
         self.log("val/kl", metrics.pop("val/kl"), prog_bar=True)
         self.log_dict(metrics)
