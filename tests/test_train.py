@@ -176,3 +176,64 @@ def test_wandb_offline_run_is_written(tiny, tmp_path, shared_cache, monkeypatch)
     assert wandb.run is None  # the run was closed
     runs = list((Path(cfg.run_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tiny, tmp_path, shared_cache):
+    """``trainer=ddp`` as on several GPUs, here with 2 CPU processes (gloo): both stages run,
+    rank 0 alone writes the outputs, and validation gathers every validation sample."""
+    root, _ = tiny
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "hms.train", "experiment=tiny", "model=resnet1d_gru", "fold=0",
+         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+         "trainer.precision=32-true", "trainer.sync_batchnorm=false",
+         "trainer.enable_progress_bar=false",
+         "data.num_workers=0", "data.pin_memory=false", "channels_last=false", "data.batch_size=2",
+         f"data.data_dir={root}", f"paths.cache_dir={shared_cache}",
+         f"paths.output_dir={tmp_path / 'outputs'}"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / "outputs" / "runs" / "tiny" / "resnet1d_gru" / "fold0"
+    metrics = _check_run(run_dir)
+    assert set(metrics["stages"]) == {"stage1", "stage2"}
+    logged = pd.read_csv(next(run_dir.glob("logs/version_*/metrics.csv")))
+    assert logged["val/kl"].notna().any()
+    assert "distributed_backend=gloo" in out.stderr + out.stdout
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    """``hydra/launcher=slurm`` selects submitit's SLURM launcher with our defaults."""
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert (
+        launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    )
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1
+    assert launcher.timeout_min > 0
+
+
+@pytest.mark.slow
+def test_sweep_through_submitit(tiny, tmp_path, shared_cache):
+    """A fold sweep through the submitit launcher (its local executor: the same code path as
+    SLURM without a cluster): every job writes its run folder."""
+    root, _ = tiny
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "hms.train", "-m", "hydra/launcher=submitit_local",
+         "hydra.launcher.timeout_min=20", "experiment=tiny", "model=resnet1d_gru", "fold=0,1",
+         "debug=fast", f"data.data_dir={root}", f"paths.cache_dir={shared_cache}",
+         f"paths.output_dir={tmp_path / 'outputs'}"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = tmp_path / "outputs" / "runs" / "tiny" / "resnet1d_gru"
+    for fold in (0, 1):
+        _check_run(runs / f"fold{fold}")
+    assert list((tmp_path / "outputs" / "runs" / "tiny").glob(".submitit/*"))

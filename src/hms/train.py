@@ -18,6 +18,8 @@ In a multirun (``-m``) a failed job is reported in ``error.txt`` and the sweep g
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 import traceback
@@ -122,6 +124,12 @@ def _resume_stage(ckpt_path: str | None) -> str | None:
     return stage
 
 
+def _is_rank_zero() -> bool:
+    """False in the extra processes that DDP starts (they re-run this command)."""
+    keys = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
+    return all(int(os.environ.get(key, "0") or 0) == 0 for key in keys)
+
+
 def _close_loggers(loggers: list, status: str) -> None:
     for logger in loggers:
         try:
@@ -168,6 +176,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if resume and metrics_path.is_file():
         metrics["stages"] = json.loads(metrics_path.read_text()).get("stages", {})
+    if resume is None and _is_rank_zero():
+        for stage in STAGES:  # checkpoints of an earlier run in this folder would be mistaken
+            shutil.rmtree(run_dir / stage, ignore_errors=True)  # for this run's
 
     norms = getattr(module.net, "norms", {})
     if resume is None and any(getattr(n, "mode", "") == "dataset" for n in norms.values()):
@@ -236,7 +247,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 f"  val/kl_hq {stage_metrics['val/kl_hq']:.4f}  ({seconds:.0f} s)"
             )
 
-        if trainer.is_global_zero:
+        if not trainer.is_global_zero:  # saving is collective: rank 0 writes, the others wait
+            trainer.save_checkpoint(run_dir / "best.ckpt")
+        else:
             with atomic_path(run_dir / "best.ckpt") as tmp:
                 trainer.save_checkpoint(tmp)
             write_parquet(frame, run_dir / "oof.parquet")
@@ -258,7 +271,7 @@ def _is_multirun() -> bool:
 @hydra_main("train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        return train(cfg)["final"]["val/kl"]
+        return train(cfg).get("final", {}).get("val/kl")  # other DDP ranks have no final
     except Exception as exc:
         if not _is_multirun():
             raise

@@ -115,6 +115,15 @@ class SpecCNN(nn.Module):
             drop_path_rate=drop_path_rate,
             pretrained_cfg_overlay=dict(file=pretrained_file) if pretrained_file else None,
         )
+        # A near-zero classifier starts every sample close to the uniform prediction (KL ~1.2 on
+        # HMS votes) instead of the large random logits of a fresh head (KL 3+ from scratch),
+        # which short from-scratch runs take epochs to unlearn; small rather than zero weights so
+        # the backbone gets gradients from the first step. With ImageNet weights the head is new
+        # too, so the same applies.
+        head = self.backbone.get_classifier()
+        if isinstance(head, nn.Linear):
+            nn.init.normal_(head.weight, std=1e-3)
+            nn.init.zeros_(head.bias)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
 
