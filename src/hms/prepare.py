@@ -63,8 +63,13 @@ def prepare(
     workers: int = 1,
     progress: bool = True,
     rebuild: bool = False,
+    missing_spectrograms: str = "error",
 ) -> Prepared:
-    """Build what is missing; splits whose csv is absent or has no rows are skipped."""
+    """Build what is missing; splits whose csv is absent or has no rows are skipped.
+
+    ``missing_spectrograms="compute"`` computes the rows of absent spectrogram files from the EEG
+    instead of stopping (``hms.data.cache.build_cache``).
+    """
     layout = HMSLayout(data_dir)
     if not layout.root.is_dir():
         raise HMSDataError(layout.root, "data folder not found")
@@ -72,7 +77,9 @@ def prepare(
     if not present:
         raise HMSDataError(layout.root, f"no {' or '.join(f'{s}.csv' for s in splits)} with rows")
     caches = {
-        split: build_cache(data_dir, cache_dir, split, settings, workers, progress, rebuild)
+        split: build_cache(
+            data_dir, cache_dir, split, settings, workers, progress, rebuild, missing_spectrograms
+        )
         for split in present
     }
     folds = None

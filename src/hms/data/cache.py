@@ -8,7 +8,8 @@ folder into
                            span of every recording one after another
         spec.bin           float32 (rows, 400): Kaggle spectrogram rows (NaN -> 0), likewise
         eegs.parquet       eeg_id -> first row in eeg.bin, length, span start, data quality
-        spectrograms.parquet   spectrogram_id -> first row in spec.bin, length, NaN share
+        spectrograms.parquet   spectrogram_id -> first row in spec.bin, length, NaN share, and
+                           whether the rows were computed from the EEG (``computed``)
         samples.parquet    merged samples (``hms.data.labels``), or the test rows
         windows.parquet    every labelled window with its row in eeg.bin and in spec.bin
         manifest.json      settings, input fingerprint, counts; written last
@@ -18,6 +19,14 @@ either builds a new cache beside the old one. The build writes into a temporary 
 file lock and renames it into place at the end: an interrupted build leaves nothing a later run
 would trust. Readers hold only numpy index arrays and open the memory maps lazily, so a
 ``DataLoader`` worker receives a few small arrays, not the data.
+
+Filtered EEG beyond the storage type's range (+-65504 µV for float16: a recording in other units)
+is clipped to it rather than stored as infinity; the window preprocessing clips far below that.
+
+A missing spectrogram file is an error by default. ``missing_spectrograms="compute"`` (what
+``hms.predict`` uses for recordings from outside Kaggle) instead computes Kaggle-style rows from
+the raw EEG with ``hms.data.spectrogram.kaggle_spectrogram``, the function the built-in dataset's
+files are made with: the rows whose time falls inside the EEG recording, zeros elsewhere.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from hms.constants import (
     EEG_CHANNELS,
     SAMPLE_RATE,
     SPEC_COLUMNS,
+    SPEC_EEG_LAG,
     SPEC_ROW_SECONDS,
     SPEC_WINDOW_ROWS,
     WINDOW_SAMPLES,
@@ -49,11 +59,13 @@ from hms.constants import (
 from hms.data.io import HMSLayout, read_eeg, read_spectrogram, write_parquet
 from hms.data.labels import merge_samples
 from hms.data.preprocess import RecordingSettings, preprocess_recording
+from hms.data.spectrogram import kaggle_spectrogram
 from hms.errors import HMSDataError
 
 CACHE_VERSION = 1
 N_CHANNELS = len(EEG_CHANNELS)
 N_SPEC = len(SPEC_COLUMNS)
+MISSING_SPECTROGRAMS = ("error", "compute")  # what a build does about absent spectrogram files
 
 
 def file_sha1(path: Path) -> str:
@@ -133,11 +145,28 @@ def _spec_rows_needed(spans: pd.DataFrame) -> np.ndarray:
     return np.ceil(rows.to_numpy()).astype(np.int64)
 
 
-def _check_files(layout: HMSLayout, split: str, eeg_ids, spec_ids) -> None:
+def _check_mode(missing_spectrograms: str) -> None:
+    if missing_spectrograms not in MISSING_SPECTROGRAMS:
+        raise ValueError(
+            f"missing_spectrograms must be one of {MISSING_SPECTROGRAMS}, "
+            f"got {missing_spectrograms!r}"
+        )
+
+
+def _check_files(
+    layout: HMSLayout, split: str, eeg_ids, spec_ids, missing_spectrograms: str = "error"
+) -> list[int]:
+    """Raise if files named by the csv are absent; return the absent spectrogram ids.
+
+    Every absent EEG is an error. Absent spectrograms are errors too unless
+    ``missing_spectrograms="compute"``, in which case their ids are returned (to be computed).
+    """
+    _check_mode(missing_spectrograms)
     missing = [layout.eeg(split, i) for i in eeg_ids if not layout.eeg(split, i).is_file()]
-    missing += [
-        layout.spectrogram(split, i) for i in spec_ids if not layout.spectrogram(split, i).is_file()
-    ]
+    absent = [int(i) for i in spec_ids if not layout.spectrogram(split, i).is_file()]
+    if missing_spectrograms == "error":
+        missing += [layout.spectrogram(split, i) for i in absent]
+        absent = []
     if missing:
         shown = ", ".join(str(p) for p in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -145,6 +174,7 @@ def _check_files(layout: HMSLayout, split: str, eeg_ids, spec_ids) -> None:
             layout.csv(split),
             f"{len(missing)} file(s) named by {split}.csv do not exist: {shown}{more}",
         )
+    return absent
 
 
 def fingerprint(layout: HMSLayout, split: str) -> str:
@@ -173,8 +203,12 @@ def _eeg_job(args) -> tuple[int, np.ndarray, np.ndarray]:
             f"({(span_start + n_samples) / SAMPLE_RATE:.1f} s)",
         )
     filtered, quality = preprocess_recording(raw, settings)
+    block = filtered[span_start : span_start + n_samples]
+    limit = np.finfo(dtype).max
+    if np.abs(block).max(initial=0.0) > limit:  # other units: clip rather than store infinity
+        block = np.clip(block, -limit, limit)
     out = np.memmap(bin_path, dtype=dtype, mode="r+", shape=(total, N_CHANNELS))
-    out[row : row + n_samples] = filtered[span_start : span_start + n_samples]
+    out[row : row + n_samples] = block
     out.flush()
     del out
     return i, quality.bad_fraction, quality.flat
@@ -197,6 +231,29 @@ def _spec_job(args) -> tuple[int, float, float]:
     out.flush()
     del out
     return i, float(times[first]) - SPEC_ROW_SECONDS / 2, nan_share
+
+
+def _computed_spec_job(args) -> tuple[int, float, float]:
+    """Kaggle-style rows of an absent spectrogram file, computed from the raw EEG of ``eeg_path``.
+
+    Row k of the block is centred on spectrogram second ``start_s + 1 + 2k``, which is EEG second
+    ``start_s + 1 + 2k - lag_s``. Rows whose EEG second lies inside the recording are computed from
+    the raw (unfiltered) referential EEG, as the built-in dataset computes its files; the others
+    are 0, as NaN rows of real files are. Returns the block's start and the share of rows left 0.
+    """
+    (i, eeg_path, start_s, lag_s, n_rows, row, bin_path, total) = args
+    raw = read_eeg(eeg_path)
+    times = start_s + SPEC_ROW_SECONDS / 2 + SPEC_ROW_SECONDS * np.arange(n_rows)
+    eeg_times = times - lag_s
+    inside = (eeg_times >= 0) & (eeg_times < len(raw) / SAMPLE_RATE)
+    block = np.zeros((n_rows, N_SPEC), dtype=np.float32)
+    if inside.any():
+        _, block[inside] = kaggle_spectrogram(raw, eeg_times[inside], SAMPLE_RATE)
+    out = np.memmap(bin_path, dtype=np.float32, mode="r+", shape=(total, N_SPEC))
+    out[row : row + n_rows] = block
+    out.flush()
+    del out
+    return i, float(start_s), float(1.0 - inside.mean())
 
 
 def _run(jobs, fn, workers: int, desc: str, progress: bool) -> list:
@@ -235,21 +292,37 @@ def build_cache(
     workers: int = 1,
     progress: bool = True,
     rebuild: bool = False,
+    missing_spectrograms: str = "error",
 ) -> Path:
-    """Build (or find) the cache of one split; returns its folder. Safe to call concurrently."""
+    """Build (or find) the cache of one split; returns its folder. Safe to call concurrently.
+
+    ``missing_spectrograms``: ``"error"`` (default) stops on an absent spectrogram file like on
+    any absent file; ``"compute"`` computes its rows from the EEG instead (see the module's
+    docstring; the index's ``computed`` column marks them). The cache key needs no extra part:
+    the fingerprint lists the files present, so a build with computed rows never shares a key
+    with one from the files. An ``"error"`` call that finds a cache built with computed rows
+    (the files are still absent) raises as a fresh build would.
+    """
+    _check_mode(missing_spectrograms)
     settings = settings or RecordingSettings()
     layout = HMSLayout(data_dir)
     fp = fingerprint(layout, split)
     final = cache_path(cache_dir, split, settings, fp)
     with _locked(Path(cache_dir) / f".{final.name}.lock"):
-        if (final / "manifest.json").is_file() and not rebuild:
+        manifest = final / "manifest.json"
+        if manifest.is_file() and not rebuild:
+            if missing_spectrograms == "error" and json.loads(manifest.read_text()).get(
+                "n_computed_spectrograms", 0
+            ):
+                spectrograms = pd.read_parquet(final / "spectrograms.parquet")
+                _check_files(layout, split, [], spectrograms["spectrogram_id"], "error")
             return final
         for stale in Path(cache_dir).glob(f".{final.name}.building-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(cache_dir) / f".{final.name}.building-{os.getpid()}"
         tmp.mkdir(parents=True)
         try:
-            _build_into(tmp, layout, split, settings, fp, workers, progress)
+            _build_into(tmp, layout, split, settings, fp, workers, progress, missing_spectrograms)
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
@@ -266,10 +339,13 @@ def _build_into(
     fp: str,
     workers: int,
     progress: bool,
+    missing_spectrograms: str = "error",
 ) -> None:
     t0 = time.perf_counter()
     samples, windows, eeg_spans, spec_spans = _plan(layout, split)
-    _check_files(layout, split, eeg_spans["eeg_id"], spec_spans["spectrogram_id"])
+    absent = _check_files(
+        layout, split, eeg_spans["eeg_id"], spec_spans["spectrogram_id"], missing_spectrograms
+    )
 
     # EEG: one block per recording, in eeg_id order.
     eeg_rows = np.concatenate([[0], np.cumsum(eeg_spans["n_samples"].to_numpy())])
@@ -299,17 +375,34 @@ def _build_into(
     np.memmap(
         out / "spec.bin", dtype=np.float32, mode="w+", shape=(max(total_rows, 1), N_SPEC)
     ).flush()
+    computed = spec_spans["spectrogram_id"].isin(absent).to_numpy()
+    spec_spans["computed"] = computed
     jobs = [
         (i, layout.spectrogram(split, r.spectrogram_id), r.min_offset_s, r.n_rows, r.row,
          out / "spec.bin", max(total_rows, 1))
-        for i, r in enumerate(spec_spans.itertuples(index=False))
+        for i, r in enumerate(spec_spans.itertuples(index=False)) if not computed[i]
     ]  # fmt: skip
-    start_s = np.zeros(len(jobs))
-    nan_share = np.zeros(len(jobs))
-    for i, first_s, nan in _run(jobs, _spec_job, workers, f"{split} spectrograms", progress):
+    # An absent file's rows come from the EEG of the first window that uses the spectrogram:
+    # spectrogram second spec_offset_s + SPEC_EEG_LAG + t is EEG second eeg_offset_s + t.
+    first = windows.drop_duplicates("spectrogram_id").set_index("spectrogram_id")
+    computed_jobs = [
+        (i, layout.eeg(split, first.at[r.spectrogram_id, "eeg_id"]), r.min_offset_s,
+         first.at[r.spectrogram_id, "spec_offset_s"] + SPEC_EEG_LAG
+         - first.at[r.spectrogram_id, "eeg_offset_s"],
+         r.n_rows, r.row, out / "spec.bin", max(total_rows, 1))
+        for i, r in enumerate(spec_spans.itertuples(index=False)) if computed[i]
+    ]  # fmt: skip
+    start_s = np.zeros(len(spec_spans))
+    nan_share = np.zeros(len(spec_spans))
+    results = _run(jobs, _spec_job, workers, f"{split} spectrograms", progress)
+    if computed_jobs:
+        results += _run(
+            computed_jobs, _computed_spec_job, workers, f"{split} spectrograms (computed)", progress
+        )
+    for i, first_s, nan in results:
         start_s[i], nan_share[i] = first_s, nan
     spec_spans["start_s"] = start_s
-    spec_spans["nan_fraction"] = nan_share
+    spec_spans["nan_fraction"] = nan_share  # computed: the share of rows outside the EEG
 
     # Windows -> absolute rows in the two arrays.
     e = eeg_spans.set_index("eeg_id")
@@ -342,6 +435,7 @@ def _build_into(
         "spec_rows": total_rows,
         "n_eegs": len(eeg_spans),
         "n_spectrograms": len(spec_spans),
+        "n_computed_spectrograms": int(computed.sum()),
         "n_samples": len(samples),
         "n_windows": len(windows),
         "build_seconds": round(time.perf_counter() - t0, 2),
@@ -368,6 +462,8 @@ class HMSCache:
         self.windows = pd.read_parquet(self.path / "windows.parquet")
         self.eegs = pd.read_parquet(self.path / "eegs.parquet")
         self.spectrograms = pd.read_parquet(self.path / "spectrograms.parquet")
+        if "computed" not in self.spectrograms:  # built before rows could be computed
+            self.spectrograms["computed"] = False
         # The hot path uses plain arrays only.
         self.window_start = self.samples["window_start"].to_numpy(np.int64)
         self.n_windows = self.samples["n_windows"].to_numpy(np.int64)

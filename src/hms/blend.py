@@ -1,0 +1,152 @@
+"""Blending member predictions, and the ensemble file ``hms.ensemble`` writes for ``hms.predict``.
+
+A *weights folder* (``weights_dir``) is self-contained, so it can be uploaded as a Kaggle dataset::
+
+    weights_dir/
+        ensemble.json              what to run and how to blend it (below)
+        <member>/fold<k>.ckpt      each member's fold checkpoints (``HMSModule`` checkpoints)
+
+``ensemble.json``::
+
+    {"format": 1, "name": "seed", "space": "prob" | "log",
+     "weights": {"effnet_b0": 0.5, ...},            # non-negative, summing to 1
+     "bias": null | [6 floats],                      # added to the blend's log-probabilities
+     "members": {"effnet_b0": {"checkpoints": ["effnet_b0/fold0.ckpt", ...],
+                               "data": {"recording": {...}, "window": {...}}}, ...},
+     "cv": {...}}                                    # the scores it was chosen on (information)
+
+``data`` holds the preprocessing settings the member was trained with (``data.recording`` and
+``data.window`` of its runs), so prediction rebuilds exactly the training inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hms.constants import N_CLASSES
+from hms.errors import HMSDataError
+
+ENSEMBLE_FILE = "ensemble.json"
+FORMAT = 1
+SPACES = ("prob", "log")
+_TINY = 1e-12
+
+
+def blend(
+    probs: Sequence[np.ndarray],
+    weights: Sequence[float],
+    space: str = "prob",
+    bias: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Weighted blend of probability arrays (N, 6); rows of the result sum to 1.
+
+    ``space="prob"`` averages probabilities; ``"log"`` averages log-probabilities (a weighted
+    geometric mean, renormalised). ``bias`` (6,) is added to the log-probabilities of the blend.
+    """
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    if len(probs) != len(weights) or not probs:
+        raise ValueError(f"{len(probs)} prediction arrays for {len(weights)} weights")
+    w = np.asarray(weights, dtype=np.float64)
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be non-negative with a positive sum, got {w.tolist()}")
+    w = w / w.sum()
+    stack = np.stack([np.asarray(p, dtype=np.float64) for p in probs])  # (M, N, 6)
+    if space == "prob":
+        out = np.tensordot(w, stack, axes=1)
+        log = np.log(np.clip(out, _TINY, None))
+    else:
+        log = np.tensordot(w, np.log(np.clip(stack, _TINY, None)), axes=1)
+    if bias is not None:
+        log = log + np.asarray(bias, dtype=np.float64)[None, :]
+    log -= log.max(axis=1, keepdims=True)
+    out = np.exp(log)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class EnsembleSpec:
+    """The content of ``ensemble.json`` (paths of checkpoints relative to the weights folder)."""
+
+    name: str
+    weights: dict[str, float]
+    checkpoints: dict[str, list[str]]
+    data: dict[str, dict[str, Any]]
+    space: str = "prob"
+    bias: list[float] | None = None
+    cv: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def members(self) -> list[str]:
+        return list(self.weights)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "space": self.space,
+            "weights": self.weights,
+            "bias": self.bias,
+            "members": {
+                m: {"checkpoints": self.checkpoints[m], "data": self.data.get(m, {})}
+                for m in self.members
+            },
+            "cv": self.cv,
+        }
+
+
+def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
+    """Read and check ``weights_dir/ensemble.json``; every checkpoint it names must exist."""
+    weights_dir = Path(weights_dir)
+    path = weights_dir / ENSEMBLE_FILE
+    if not weights_dir.is_dir():
+        raise HMSDataError(weights_dir, "weights folder not found")
+    if not path.is_file():
+        raise HMSDataError(
+            weights_dir,
+            f"no {ENSEMBLE_FILE} in this weights folder (write one with python -m hms.ensemble)",
+        )
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise HMSDataError(path, f"not a readable JSON file: {exc}") from exc
+    if not isinstance(raw, Mapping) or raw.get("format") != FORMAT:
+        raise HMSDataError(path, f"not an hms ensemble file of format {FORMAT}")
+    members = raw.get("members") or {}
+    weights = {str(k): float(v) for k, v in (raw.get("weights") or {}).items()}
+    if not weights or set(weights) != set(members):
+        raise HMSDataError(
+            path, f"weights {sorted(weights)} and members {sorted(members)} do not match"
+        )
+    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise HMSDataError(path, f"weights must be non-negative with a positive sum: {weights}")
+    space = raw.get("space", "prob")
+    if space not in SPACES:
+        raise HMSDataError(path, f"space must be one of {SPACES}, got {space!r}")
+    bias = raw.get("bias")
+    if bias is not None and len(bias) != N_CLASSES:
+        raise HMSDataError(path, f"bias must have {N_CLASSES} values, got {len(bias)}")
+    checkpoints: dict[str, list[str]] = {}
+    for name, member in members.items():
+        files = list(member.get("checkpoints") or [])
+        if not files:
+            raise HMSDataError(path, f"member {name!r} lists no checkpoint")
+        missing = [f for f in files if not (weights_dir / f).is_file()]
+        if missing:
+            raise HMSDataError(weights_dir, f"member {name!r}: checkpoints not found: {missing}")
+        checkpoints[name] = files
+    return EnsembleSpec(
+        name=str(raw.get("name", weights_dir.name)),
+        weights=weights,
+        checkpoints=checkpoints,
+        data={name: dict(member.get("data") or {}) for name, member in members.items()},
+        space=space,
+        bias=None if bias is None else [float(b) for b in bias],
+        cv=dict(raw.get("cv") or {}),
+    )

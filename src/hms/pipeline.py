@@ -1,0 +1,245 @@
+"""``python -m hms.pipeline``: the whole seed solution, end to end, in one command.
+
+With no arguments it uses the built-in demo dataset (generated when absent) and the demo recipe:
+
+1. prepare the data (the cache and folds, once);
+2. train every member of the ensemble (``ensemble=seed``: effnet_b0, resnet1d_gru, multispec_b0,
+   multispec_b1) on each of ``folds`` with ``hms.train`` (two stages each); a run whose folder
+   already holds the outputs of the same resolved config is reused, not retrained;
+3. build the ensemble from the out-of-fold predictions (``hms.ensemble``);
+4. predict the test split (``hms.predict``) and write the submission;
+5. score it when the answers are known (the built-in datasets' ``test_answers.csv``),
+
+and prints one table: per member and for the blend, the CV KL and the test KL, beside the uniform
+score and the Bayes floor. ``experiment=...`` and ``data_dir=...`` run the same steps with another
+recipe or the real Kaggle data (``synth_preset=null``); a GPU is used when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra import compose
+from omegaconf import DictConfig, OmegaConf
+
+from hms.blend import blend
+from hms.cli import hydra_main
+from hms.constants import VOTE_COLUMNS
+from hms.data.io import read_csv_checked, write_csv
+from hms.ensemble import build_ensemble, format_table
+from hms.errors import HMSDataError
+from hms.metrics import HQ_VOTES, align, kl_per_row, uniform_prediction
+from hms.train import train
+
+
+def _trainer(cfg: DictConfig) -> str:
+    if cfg.accelerator != "auto":
+        return str(cfg.accelerator)
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def _experiment() -> str:
+    """The experiment config chosen on the command line (``experiment=demo``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().runtime.choices["experiment"])
+
+
+def _ensemble() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().runtime.choices["ensemble"])
+
+
+def _common(cfg: DictConfig) -> list[str]:
+    return [
+        f"paths.output_dir={cfg.paths.output_dir}",
+        f"paths.cache_dir={cfg.paths.cache_dir}",
+        f"experiment_name={cfg.experiment_name}",
+    ]
+
+
+def ensure_data(cfg: DictConfig) -> Path:
+    """The data folder; the built-in dataset is generated there when it is absent."""
+    data_dir = Path(cfg.data_dir)
+    if (data_dir / "train.csv").is_file():
+        return data_dir
+    if cfg.synth_preset is None:
+        raise HMSDataError(data_dir, "no train.csv here (give data_dir=... an HMS-layout folder)")
+    from hms.synth import generate
+
+    print(f"[pipeline] generating the built-in {cfg.synth_preset} dataset in {data_dir}")
+    generate(data_dir, preset=str(cfg.synth_preset), seed=int(cfg.synth_seed), workers=2)
+    return data_dir
+
+
+def train_config(cfg: DictConfig, model: str, fold: int, data_dir: Path) -> DictConfig:
+    overrides = [
+        f"experiment={_experiment()}",
+        f"model={model}",
+        f"fold={fold}",
+        f"trainer={_trainer(cfg)}",
+        f"data.data_dir={data_dir}",
+        *_common(cfg),
+        *cfg.train_overrides,
+    ]
+    return compose("train", overrides=overrides)
+
+
+def _finished(run_cfg: DictConfig) -> bool:
+    """The run folder holds every output, written by the same resolved config."""
+    run_dir = Path(run_cfg.run_dir)
+    needed = ("best.ckpt", "oof.parquet", "metrics.json", "config.yaml")
+    if not all((run_dir / name).is_file() for name in needed):
+        return False
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    wanted = OmegaConf.to_container(run_cfg, resolve=True)
+    return saved == wanted and "final" in json.loads((run_dir / "metrics.json").read_text())
+
+
+def train_members(cfg: DictConfig, members: list[str], data_dir: Path) -> dict[str, list[dict]]:
+    results: dict[str, list[dict]] = {m: [] for m in members}
+    for model in members:
+        for fold in cfg.folds:
+            run_cfg = train_config(cfg, model, int(fold), data_dir)
+            if cfg.reuse_runs and _finished(run_cfg):
+                print(f"[pipeline] {model} fold {fold}: reusing {run_cfg.run_dir}")
+                metrics = json.loads((Path(run_cfg.run_dir) / "metrics.json").read_text())
+            else:
+                print(f"[pipeline] training {model} fold {fold} -> {run_cfg.run_dir}")
+                metrics = train(run_cfg)
+            results[model].append(metrics)
+    return results
+
+
+def _test_scores(votes: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    rows = kl_per_row(votes, probs)
+    hq = votes.sum(axis=1) >= HQ_VOTES
+    return {"test": float(rows.mean()), "test_hq": float(rows[hq].mean()) if hq.any() else np.nan}
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    from hms.predict import predict  # after training: keeps the import graph simple
+
+    data_dir = ensure_data(cfg)
+    ens_cfg = compose("ensemble", overrides=[f"ensemble={_ensemble()}", *_common(cfg)])
+    members = list(ens_cfg.ensemble.members)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    train_members(cfg, members, data_dir)
+    timings["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    weights_dir = Path(cfg.weights_dir)
+    ens_cfg = compose(
+        "ensemble",
+        overrides=[
+            f"ensemble={_ensemble()}",
+            *_common(cfg),
+            f"folds=[{','.join(str(int(f)) for f in cfg.folds)}]",
+            f"use={cfg.use}",
+            f"space={cfg.space}",
+            f"weights_dir={weights_dir}",
+        ],
+    )
+    ens_cfg.runs_dir = str(Path(cfg.paths.output_dir) / "runs" / str(cfg.experiment_name))
+    summary = build_ensemble(ens_cfg)
+    print(format_table(summary))
+    timings["ensemble"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    submission_path = Path(cfg.submission)
+    result = predict(
+        test_path=data_dir,
+        weights_dir=weights_dir,
+        out=submission_path,
+        device="auto",
+        return_members=True,
+    )
+    submission, member_probs = result
+    timings["predict"] = time.perf_counter() - t
+
+    table = []
+    for row in summary["table"]:
+        table.append({"name": row["name"], "cv": row["kl"], "cv_hq": row["kl_hq"]})
+    report: dict[str, Any] = {
+        "experiment": _experiment(),
+        "data_dir": str(data_dir),
+        "folds": [int(f) for f in cfg.folds],
+        "weights": summary[f"{cfg.use}_weights"],
+        "submission": str(submission_path),
+        "table": table,
+    }
+    answers = data_dir / "test_answers.csv"
+    if answers.is_file():
+        solution = read_csv_checked(answers, ("eeg_id", *VOTE_COLUMNS), "test answers")
+        ids, votes, preds = align(solution, submission)
+        order = pd.Index(submission["eeg_id"]).get_indexer(ids)
+        by_name = {r["name"]: r for r in table}
+        for name, probs in member_probs.items():
+            by_name.setdefault(name, {"name": name}).update(_test_scores(votes, probs[order]))
+        chosen = next(r for r in table if r["name"].startswith(f"blend: {cfg.use}"))
+        chosen.update(_test_scores(votes, preds))
+        configured = [r for r in table if r["name"].startswith("blend: configured")]
+        if cfg.use != "configured" and configured:
+            w = summary["configured_weights"]
+            probs = blend([member_probs[m][order] for m in w], list(w.values()), cfg.space)
+            configured[0].update(_test_scores(votes, probs))
+        uniform = next(r for r in table if r["name"] == "uniform")
+        uniform.update(_test_scores(votes, uniform_prediction(len(ids))))
+        latent = data_dir / "test_latent.csv"
+        if latent.is_file():
+            lat_df = read_csv_checked(latent, ("eeg_id", *VOTE_COLUMNS), "test latent")
+            _, votes_l, lat = align(solution, lat_df)
+            floor = {"name": "Bayes floor (latent)", "cv": np.nan, "cv_hq": np.nan}
+            floor.update(_test_scores(votes_l, lat / lat.sum(axis=1, keepdims=True)))
+            table.append(floor)
+    timings["total"] = time.perf_counter() - t0
+    report["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"hms pipeline: experiment {report['experiment']}, data {report['data_dir']}, "
+        f"folds {report['folds']}",
+        f"{'':34s} {'weight':>7s} {'CV KL':>8s} {'CV >=10':>8s} {'test KL':>8s} {'test>=10':>8s}",
+    ]
+
+    def num(x: Any) -> str:
+        return f"{x:8.4f}" if x is not None and np.isfinite(x) else f"{'-':>8s}"
+
+    for row in report["table"]:
+        w = report["weights"].get(row["name"])
+        lines.append(
+            f"{row['name']:34s} {'' if w is None else f'{w:7.3f}':>7s} {num(row.get('cv'))} "
+            f"{num(row.get('cv_hq'))} {num(row.get('test'))} {num(row.get('test_hq'))}"
+        )
+    s = report["seconds"]
+    lines.append(
+        f"submission: {report['submission']}  (train {s['train']:.0f} s, ensemble "
+        f"{s['ensemble']:.0f} s, predict {s['predict']:.0f} s, total {s['total']:.0f} s)"
+    )
+    return "\n".join(lines)
+
+
+@hydra_main("pipeline")
+def main(cfg: DictConfig) -> None:
+    report = run_pipeline(cfg)
+    text = format_report(report)
+    print(text)
+    out = Path(cfg.report)
+    write_csv(pd.DataFrame(report["table"]), out)
+    print(f"table: {out}")
+
+
+if __name__ == "__main__":
+    main()

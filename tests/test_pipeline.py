@@ -1,0 +1,59 @@
+"""End to end on the tiny built-in dataset: train two folds of two small members, ensemble,
+predict and score, through ``python -m hms.pipeline`` (the README's main command, tiny-sized)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+
+from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
+from hms.metrics import kl_divergence
+
+
+def test_pipeline_trains_ensembles_predicts_and_scores(tiny, tmp_path):
+    root, _ = tiny
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    out = tmp_path / "outputs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = [
+        sys.executable, "-m", "hms.pipeline", "experiment=tiny", f"data_dir={data}",
+        "synth_preset=null", "ensemble=duo", "folds=[0,1]", f"paths.output_dir={out}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        'train_overrides=["debug=fast","data.batch_size=4"]',
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = done.stdout
+    for name in (
+        "effnet_b0",
+        "resnet1d_gru",
+        "blend: fitted, CV by fold",
+        "uniform",
+        "Bayes floor",
+    ):
+        assert name in text, text
+
+    sub = pd.read_csv(out / "submissions" / "tiny-duo.csv")
+    test = pd.read_csv(data / "test.csv")
+    assert list(sub.columns) == list(SUBMISSION_COLUMNS)
+    assert sub["eeg_id"].tolist() == test["eeg_id"].tolist()
+    np.testing.assert_allclose(sub[list(VOTE_COLUMNS)].sum(axis=1), 1.0, atol=1e-6)
+    assert not sub.isna().any().any()
+
+    scores = pd.read_csv(out / "submissions" / "tiny-duo-scores.csv").set_index("name")
+    answers = pd.read_csv(data / "test_answers.csv").set_index("eeg_id").loc[sub["eeg_id"]]
+    expected = kl_divergence(answers[list(VOTE_COLUMNS)].to_numpy(), sub[list(VOTE_COLUMNS)])
+    assert abs(scores.loc["blend: fitted, in-sample", "test"] - expected) < 1e-9
+    for run in ("effnet_b0/fold0", "effnet_b0/fold1", "resnet1d_gru/fold0", "resnet1d_gru/fold1"):
+        assert (out / "runs" / "tiny" / run / "best.ckpt").is_file()
+
+    # Again: every run is reused (same resolved config), the table is the same.
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("reusing") == 4
