@@ -92,15 +92,27 @@ def train_config(cfg: DictConfig, model: str, fold: int, data_dir: Path) -> Dict
     return compose("train", overrides=overrides)
 
 
+_COSMETIC = (
+    "trainer.enable_progress_bar", "trainer.log_every_n_steps", "logger", "callbacks", "tags",
+    "ckpt_path",
+)  # fmt: skip
+
+
 def _finished(run_cfg: DictConfig) -> bool:
     """The run folder holds every output, written by the same resolved config."""
     run_dir = Path(run_cfg.run_dir)
     needed = ("best.ckpt", "oof.parquet", "metrics.json", "config.yaml")
     if not all((run_dir / name).is_file() for name in needed):
         return False
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-    wanted = OmegaConf.to_container(run_cfg, resolve=True)
-    return saved == wanted and "final" in json.loads((run_dir / "metrics.json").read_text())
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    wanted = run_cfg.copy()
+    for cfg in (saved, wanted):  # what only changes how a run is shown or logged
+        for key in _COSMETIC:
+            OmegaConf.update(cfg, key, None, force_add=True)
+    same = OmegaConf.to_container(saved, resolve=True) == OmegaConf.to_container(
+        wanted, resolve=True
+    )
+    return same and "final" in json.loads((run_dir / "metrics.json").read_text())
 
 
 def train_members(cfg: DictConfig, members: list[str], data_dir: Path) -> dict[str, list[dict]]:
