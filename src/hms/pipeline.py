@@ -85,7 +85,7 @@ def train_config(cfg: DictConfig, model: str, fold: int, data_dir: Path) -> Dict
         f"model={model}",
         f"fold={fold}",
         f"trainer={_trainer(cfg)}",
-        f"data.data_dir={data_dir}",
+        f"data.data_dir={cfg.data_dir}",  # as given: the reuse check compares strings
         *_common(cfg),
         *cfg.train_overrides,
     ]
