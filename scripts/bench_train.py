@@ -48,17 +48,19 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def _cycle(loader):
+    """The loader's batches, starting over when it is exhausted."""
+    while True:
+        yield from loader
+
+
 def bench_data(loader, n_batches: int) -> tuple[float, dict]:
     """Samples/s of the loader (after its first batch, which starts the workers)."""
-    it = iter(loader)
+    it = _cycle(loader)
     first = next(it)
     n, t0 = 0, time.perf_counter()
     for _ in range(n_batches):
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            batch = next(it)
+        batch = next(it)
         n += len(batch["target"])
     return n / (time.perf_counter() - t0), first
 
@@ -89,16 +91,12 @@ def bench_model(module, batch, device, precision, steps: int, warmup: int) -> fl
 def bench_train(module, loader, device, precision, steps: int) -> float:
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     module.train()
-    it = iter(loader)
+    it = _cycle(loader)
     _step(module, optimizer, _to(next(it), device), device, precision)
     _sync(device)
     n, t0 = 0, time.perf_counter()
     for _ in range(steps):
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            batch = next(it)
+        batch = next(it)
         _step(module, optimizer, _to(batch, device), device, precision)
         n += len(batch["target"])
     _sync(device)

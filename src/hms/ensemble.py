@@ -19,7 +19,6 @@ interrupted run never leaves half an ensemble.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from scipy.optimize import minimize
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec, blend
 from hms.cli import hydra_main
 from hms.constants import N_CLASSES, VOTE_COLUMNS
-from hms.data.io import write_parquet
+from hms.data.io import atomic_dir, write_parquet
 from hms.data.labels import TARGET_COLUMNS
 from hms.errors import HMSDataError
 from hms.metrics import HQ_VOTES, kl_per_row
@@ -189,24 +188,12 @@ def _member_data(run: Path) -> dict[str, Any]:
 
 def write_weights_dir(spec: EnsembleSpec, members: list[MemberRuns], weights_dir: Path) -> None:
     """Copy the checkpoints and write ensemble.json into a fresh folder renamed onto weights_dir."""
-    weights_dir = Path(weights_dir)
-    weights_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = weights_dir.parent / f".{weights_dir.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_dir(weights_dir) as tmp:
         for m in members:
             (tmp / m.name).mkdir()
             for fold, run in sorted(m.runs.items()):
                 shutil.copy2(run / "best.ckpt", tmp / m.name / f"fold{fold}.ckpt")
         (tmp / ENSEMBLE_FILE).write_text(json.dumps(spec.to_json(), indent=2))
-        old = weights_dir.parent / f".{weights_dir.name}.old-{os.getpid()}"
-        if weights_dir.exists():
-            weights_dir.rename(old)
-        tmp.rename(weights_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the command

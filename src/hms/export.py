@@ -12,15 +12,14 @@ Kaggle notebook can run the ensemble with ``torch`` alone::
 
 Inputs are what ``hms.data.dataset.CacheDataset`` serves: ``eeg`` (B, 16|18, 10000) filtered
 bipolar microvolts and ``spec`` (B, 300, 400) Kaggle spectrogram rows. ``load_export`` and
-``predict_export`` below are the loader (they need torch and numpy only). Export checks each
+``predict_export`` below load and blend them (the same ``hms.blend.blend`` as ``hms.predict``;
+the TorchScript files themselves need torch alone). Export checks each
 traced module against the checkpoint on an example batch and refuses a mismatch.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,10 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from hms.blend import read_ensemble
+from hms.blend import blend, read_ensemble
 from hms.cli import hydra_main
 from hms.constants import SPEC_WINDOW_ROWS, WINDOW_SAMPLES
+from hms.data.io import atomic_dir
 from hms.errors import HMSDataError
 from hms.transforms.augment import flip_batch
 
@@ -63,12 +63,8 @@ def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 
 
     spec = read_ensemble(weights_dir)
     weights_dir, out_dir = Path(weights_dir), Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     members: dict[str, Any] = {}
-    try:
+    with atomic_dir(out_dir) as tmp:
         for name in spec.members:
             files, inputs = [], None
             midline = bool(spec.data.get(name, {}).get("window", {}).get("midline", False))
@@ -105,13 +101,6 @@ def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 
             "input_shapes": {"eeg": ["B", "16|18", WINDOW_SAMPLES], "spec": ["B", 300, 400]},
         }
         (tmp / EXPORT_FILE).write_text(json.dumps(manifest, indent=2))
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        if out_dir.exists():
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -134,25 +123,14 @@ def predict_export(
     manifest: dict, models: dict[str, list], eeg: Tensor, spec: Tensor
 ) -> np.ndarray:
     """The ensemble's probabilities (B, 6) for one batch: fold mean per member, then the blend
-    (the same arithmetic as ``hms.blend.blend``, written with numpy only)."""
+    of ``export.json`` (``hms.blend.blend``, as ``hms.predict`` does)."""
     names = list(manifest["weights"])
-    w = np.array([manifest["weights"][n] for n in names], dtype=np.float64)
-    w /= w.sum()
     per_member = []
     for name in names:
-        folds = [m(eeg, spec).double().cpu().numpy() for m in models[name]]
-        p = np.mean(folds, axis=0)
+        p = np.mean([m(eeg, spec).double().cpu().numpy() for m in models[name]], axis=0)
         per_member.append(p / p.sum(axis=1, keepdims=True))
-    stack = np.stack(per_member)
-    if manifest["space"] == "prob":
-        log = np.log(np.clip(np.tensordot(w, stack, axes=1), 1e-12, None))
-    else:
-        log = np.tensordot(w, np.log(np.clip(stack, 1e-12, None)), axes=1)
-    if manifest.get("bias") is not None:
-        log = log + np.asarray(manifest["bias"])[None, :]
-    log -= log.max(axis=1, keepdims=True)
-    out = np.exp(log)
-    return out / out.sum(axis=1, keepdims=True)
+    weights = [manifest["weights"][n] for n in names]
+    return blend(per_member, weights, manifest["space"], manifest.get("bias"))
 
 
 @hydra_main("export")

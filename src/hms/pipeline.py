@@ -32,9 +32,9 @@ from hms.blend import blend
 from hms.cli import hydra_main
 from hms.constants import VOTE_COLUMNS
 from hms.data.io import read_csv_checked, write_csv
-from hms.ensemble import build_ensemble, format_table
+from hms.ensemble import build_ensemble, format_table, scores
 from hms.errors import HMSDataError
-from hms.metrics import HQ_VOTES, align, kl_per_row, uniform_prediction
+from hms.metrics import align, uniform_prediction
 from hms.train import train
 
 
@@ -79,7 +79,7 @@ def ensure_data(cfg: DictConfig) -> Path:
     return data_dir
 
 
-def train_config(cfg: DictConfig, model: str, fold: int, data_dir: Path) -> DictConfig:
+def train_config(cfg: DictConfig, model: str, fold: int) -> DictConfig:
     overrides = [
         f"experiment={_experiment()}",
         f"model={model}",
@@ -115,11 +115,11 @@ def _finished(run_cfg: DictConfig) -> bool:
     return same and "final" in json.loads((run_dir / "metrics.json").read_text())
 
 
-def train_members(cfg: DictConfig, members: list[str], data_dir: Path) -> dict[str, list[dict]]:
+def train_members(cfg: DictConfig, members: list[str]) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {m: [] for m in members}
     for model in members:
         for fold in cfg.folds:
-            run_cfg = train_config(cfg, model, int(fold), data_dir)
+            run_cfg = train_config(cfg, model, int(fold))
             if cfg.reuse_runs and _finished(run_cfg):
                 print(f"[pipeline] {model} fold {fold}: reusing {run_cfg.run_dir}")
                 metrics = json.loads((Path(run_cfg.run_dir) / "metrics.json").read_text())
@@ -131,9 +131,8 @@ def train_members(cfg: DictConfig, members: list[str], data_dir: Path) -> dict[s
 
 
 def _test_scores(votes: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    rows = kl_per_row(votes, probs)
-    hq = votes.sum(axis=1) >= HQ_VOTES
-    return {"test": float(rows.mean()), "test_hq": float(rows[hq].mean()) if hq.any() else np.nan}
+    kl = scores(votes, probs, votes.sum(axis=1))
+    return {"test": kl["kl"], "test_hq": kl["kl_hq"]}
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
@@ -141,12 +140,11 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     from hms.predict import predict  # after training: keeps the import graph simple
 
     data_dir = ensure_data(cfg)
-    ens_cfg = compose("ensemble", overrides=[f"ensemble={_ensemble()}", *_common(cfg)])
-    members = list(ens_cfg.ensemble.members)
+    members = list(cfg.ensemble.members)
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    train_members(cfg, members, data_dir)
+    train_members(cfg, members)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -162,7 +160,6 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
             f"weights_dir={weights_dir}",
         ],
     )
-    ens_cfg.runs_dir = str(Path(cfg.paths.output_dir) / "runs" / str(cfg.experiment_name))
     summary = build_ensemble(ens_cfg)
     print(format_table(summary))
     timings["ensemble"] = time.perf_counter() - t
