@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -9,7 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from hms.blend import ENSEMBLE_FILE, EnsembleSpec
+from hms.cli import conf_dir
 from hms.constants import EEG_CHANNELS, SAMPLE_RATE, TRAIN_COLUMNS, VOTE_COLUMNS
 from hms.data.io import write_eeg_parquet, write_spectrogram_parquet
 
@@ -127,3 +132,53 @@ def copy_kaggle_test(kaggle_dir: Path, dest: Path) -> Path:
     for sub in ("test_eegs", "test_spectrograms"):
         shutil.copytree(kaggle_dir / sub, dest / sub)
     return dest
+
+
+# Tiny members, so that training three runs and predicting stays in seconds on a CPU.
+RESNET = (
+    "model=resnet1d_gru", "model.net.stem_channels=4", "model.net.stem_kernels=[3,7]",
+    "model.net.block_channels=[8,8,8,8,8]", "model.net.gru_hidden=8", "model.net.gru_layers=1",
+)  # fmt: skip
+EFFNET = ("model=effnet_b0", "model.net.eeg_spec.n_mels=16", "model.net.eeg_spec.hop_length=156")
+RUNS = (("resnet1d_gru", 0, RESNET), ("resnet1d_gru", 1, RESNET), ("effnet_b0", 0, EFFNET))
+WEIGHTS = {"resnet1d_gru": 0.6, "effnet_b0": 0.4}
+
+
+def compose_train(work: Path, data_dir: Path, *overrides: str):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                "experiment=tiny", "debug=fast", "data.batch_size=4", f"data.data_dir={data_dir}",
+                f"paths.cache_dir={work / 'cache'}", f"paths.output_dir={work / 'outputs'}",
+                *overrides,
+            ],
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def weights(tiny, tmp_path_factory) -> Path:
+    """A weights folder as hms.ensemble writes it, from runs trained here for real."""
+    root, _ = tiny
+    work = tmp_path_factory.mktemp("predict-train")
+    out = work / "weights"
+    checkpoints: dict[str, list[str]] = {}
+    data: dict[str, dict] = {}
+    for member, fold, overrides in RUNS:
+        cfg = compose_train(work, root, *overrides, f"fold={fold}")
+        from hms.train import train  # Lightning and timm: only for the tests that need them
+
+        train(cfg)
+        run = Path(cfg.run_dir)
+        rel = f"{member}/fold{fold}.ckpt"
+        (out / member).mkdir(parents=True, exist_ok=True)
+        shutil.copy(run / "best.ckpt", out / rel)
+        checkpoints.setdefault(member, []).append(rel)
+        saved = OmegaConf.load(run / "config.yaml").data
+        data[member] = {
+            "recording": OmegaConf.to_container(saved.recording),
+            "window": OmegaConf.to_container(saved.window),
+        }
+    spec = EnsembleSpec(name="test", weights=WEIGHTS, checkpoints=checkpoints, data=data)
+    (out / ENSEMBLE_FILE).write_text(json.dumps(spec.to_json(), indent=2))
+    return out

@@ -133,6 +133,12 @@ def test_seed_ensemble_scores_fits_and_writes_a_weights_folder(tmp_path):
     assert spec.bias is not None and spec.data["effnet_b0"]["recording"] == {"low_hz": 0.5}
     oof = pd.read_parquet(tmp_path / "weights" / "oof_blend.parquet")
     assert len(oof) == 60 and np.allclose(oof[list(VOTE_COLUMNS)].sum(axis=1), 1.0)
+    report = tmp_path / "weights" / "report"
+    for name in ("per_class_kl", "confusion", "reliability", "kl_by_votes"):
+        assert (report / f"{name}.png").stat().st_size > 10_000, name
+    page = (report / "report.html").read_text()
+    assert "blend (fitted, CV by fold)" in page and "multispec_b1" in page
+    assert summary["report"] == str(report / "report.html")
 
     configured = build_ensemble(compose_ensemble(tmp_path, "use=configured", "space=log"))
     assert read_ensemble(tmp_path / "weights").weights == pytest.approx(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,12 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from torch.utils.data import default_collate
 
-from hms.blend import ENSEMBLE_FILE, EnsembleSpec
-from hms.cli import conf_dir
+from hms.blend import ENSEMBLE_FILE
 from hms.constants import SPEC_EEG_LAG, SPEC_WINDOW_ROWS, SUBMISSION_COLUMNS, VOTE_COLUMNS
 from hms.data.cache import HMSCache, build_cache
 from hms.data.dataset import CacheDataset
@@ -32,18 +28,9 @@ from hms.data.spectrogram import kaggle_spectrogram
 from hms.errors import HMSDataError
 from hms.models.module import HMSModule
 from hms.predict import predict, resolve_device, resolve_precision
-from hms.train import train
 
-from .conftest import copy_kaggle_test
+from .conftest import WEIGHTS, copy_kaggle_test
 
-# Tiny members, so that training three runs and predicting stays in seconds on a CPU.
-RESNET = (
-    "model=resnet1d_gru", "model.net.stem_channels=4", "model.net.stem_kernels=[3,7]",
-    "model.net.block_channels=[8,8,8,8,8]", "model.net.gru_hidden=8", "model.net.gru_layers=1",
-)  # fmt: skip
-EFFNET = ("model=effnet_b0", "model.net.eeg_spec.n_mels=16", "model.net.eeg_spec.hop_length=156")
-RUNS = (("resnet1d_gru", 0, RESNET), ("resnet1d_gru", 1, RESNET), ("effnet_b0", 0, EFFNET))
-WEIGHTS = {"resnet1d_gru": 0.6, "effnet_b0": 0.4}
 KAGGLE_EEG, KAGGLE_SPEC = 3911565283, 853520
 NOTE = (
     "note: 1 test spectrogram file(s) absent; Kaggle-style spectrograms computed from the EEG "
@@ -58,44 +45,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def compose_train(work: Path, data_dir: Path, *overrides: str):
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                "experiment=tiny", "debug=fast", "data.batch_size=4", f"data.data_dir={data_dir}",
-                f"paths.cache_dir={work / 'cache'}", f"paths.output_dir={work / 'outputs'}",
-                *overrides,
-            ],
-        )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def weights(tiny, tmp_path_factory) -> Path:
-    """A weights folder as hms.ensemble writes it, from runs trained here for real."""
-    root, _ = tiny
-    work = tmp_path_factory.mktemp("predict-train")
-    out = work / "weights"
-    checkpoints: dict[str, list[str]] = {}
-    data: dict[str, dict] = {}
-    for member, fold, overrides in RUNS:
-        cfg = compose_train(work, root, *overrides, f"fold={fold}")
-        train(cfg)
-        run = Path(cfg.run_dir)
-        rel = f"{member}/fold{fold}.ckpt"
-        (out / member).mkdir(parents=True, exist_ok=True)
-        shutil.copy(run / "best.ckpt", out / rel)
-        checkpoints.setdefault(member, []).append(rel)
-        saved = OmegaConf.load(run / "config.yaml").data
-        data[member] = {
-            "recording": OmegaConf.to_container(saved.recording),
-            "window": OmegaConf.to_container(saved.window),
-        }
-    spec = EnsembleSpec(name="test", weights=WEIGHTS, checkpoints=checkpoints, data=data)
-    (out / ENSEMBLE_FILE).write_text(json.dumps(spec.to_json(), indent=2))
-    return out
 
 
 def weights_variant(weights: Path, dest: Path, edit: Callable[[dict], None] | None) -> Path:

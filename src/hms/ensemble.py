@@ -199,6 +199,9 @@ def write_weights_dir(spec: EnsembleSpec, members: list[MemberRuns], weights_dir
 # --------------------------------------------------------------------------- the command
 
 
+REPORT_DIR = "report"  # the PNGs and report.html, inside the weights folder
+
+
 def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
     """Score members and blends on OOF, write the chosen ensemble; returns the summary."""
     t0 = time.perf_counter()
@@ -276,6 +279,18 @@ def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
             oof[f"{m.name}:{col}"] = m.probs[:, i]
     write_parquet(oof, weights_dir / "oof_blend.parquet")
     summary["weights_dir"] = str(weights_dir)
+    if cfg.get("report", True):
+        from hms.plot import ensemble_report
+
+        report_probs = {m.name: m.probs for m in members}
+        report_probs[f"blend ({use})"] = chosen
+        if cv_probs is not None and use == "fitted":
+            report_probs["blend (fitted, CV by fold)"] = cv_probs
+        files = ensemble_report(
+            targets * n_votes[:, None], report_probs, weights_dir / REPORT_DIR,
+            title=f"ensemble {ecfg.name}: out-of-fold predictions",
+        )  # fmt: skip
+        summary["report"] = str(files[-1])
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     return summary
 
@@ -299,6 +314,8 @@ def format_table(summary: dict[str, Any]) -> str:
     if summary["fitted_bias"] is not None:
         lines.append(f"fitted per-class log bias: {summary['fitted_bias']}")
     lines.append(f"wrote {summary['use']} weights to {summary['weights_dir']}/{ENSEMBLE_FILE}")
+    if summary.get("report"):
+        lines.append(f"report: {summary['report']}")
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +122,21 @@ def _settings(cls: type, values: Mapping[str, Any] | None, member: str, weights_
     return cls(**values)
 
 
+def member_settings(
+    spec: EnsembleSpec, weights_dir: Path
+) -> tuple[dict[str, RecordingSettings], dict[str, WindowSettings]]:
+    """Each member's recording (filters, cache type) and window (montage, clip) settings."""
+    recording = {
+        m: _settings(RecordingSettings, spec.data[m].get("recording"), m, weights_dir)
+        for m in spec.members
+    }
+    window = {
+        m: _settings(WindowSettings, spec.data[m].get("window"), m, weights_dir)
+        for m in spec.members
+    }
+    return recording, window
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -203,6 +218,42 @@ def load_member_checkpoint(
     if tta_flip is not None:
         module.hparams.tta_flip = bool(tta_flip)
     return module.eval()
+
+
+@dataclass
+class LoadedMember:
+    """A member with its fold checkpoints loaded, for code that predicts without a cache."""
+
+    name: str
+    modules: list  # HMSModule per fold checkpoint, in eval mode on the device
+    recording: RecordingSettings
+    window: WindowSettings
+
+    @property
+    def inputs(self) -> set[str]:
+        return {key for m in self.modules for key in m.inputs}
+
+    @property
+    def needs_spec(self) -> bool:
+        return "spec" in self.inputs
+
+
+def load_members(
+    weights_dir: str | Path, device: torch.device | str = "cpu", tta_flip: bool | None = None
+) -> tuple[EnsembleSpec, list[LoadedMember]]:
+    """The ensemble of ``weights_dir`` with every fold checkpoint loaded on ``device``."""
+    weights_dir = Path(weights_dir)
+    spec = read_ensemble(weights_dir)
+    recording, window = member_settings(spec, weights_dir)
+    paths = {m: [weights_dir / rel for rel in spec.checkpoints[m]] for m in spec.members}
+    for member in spec.members:  # every file checked before the slow loading starts
+        for path in paths[member]:
+            checkpoint_hparams(path, member)
+    members = []
+    for m in spec.members:
+        modules = [load_member_checkpoint(p, m, device, tta_flip) for p in paths[m]]
+        members.append(LoadedMember(m, modules, recording[m], window[m]))
+    return spec, members
 
 
 # --------------------------------------------------------------------------- prediction
@@ -301,14 +352,7 @@ def predict(
         raise HMSDataError(layout.root, "test folder not found")
     test = layout.read_csv(SPLIT)
     columns = _output_columns(layout, test)
-    recording = {
-        m: _settings(RecordingSettings, spec.data[m].get("recording"), m, weights_dir)
-        for m in spec.members
-    }
-    window = {
-        m: _settings(WindowSettings, spec.data[m].get("window"), m, weights_dir)
-        for m in spec.members
-    }
+    recording, window = member_settings(spec, weights_dir)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     for member in spec.members:

@@ -58,7 +58,7 @@ from hms.constants import (
 )
 from hms.data.io import HMSLayout, read_eeg, read_spectrogram, write_parquet
 from hms.data.labels import merge_samples
-from hms.data.preprocess import RecordingSettings, preprocess_recording
+from hms.data.preprocess import RecordingSettings, clip_to_dtype, preprocess_recording
 from hms.data.spectrogram import kaggle_spectrogram
 from hms.errors import HMSDataError
 
@@ -203,10 +203,7 @@ def _eeg_job(args) -> tuple[int, np.ndarray, np.ndarray]:
             f"({(span_start + n_samples) / SAMPLE_RATE:.1f} s)",
         )
     filtered, quality = preprocess_recording(raw, settings)
-    block = filtered[span_start : span_start + n_samples]
-    limit = np.finfo(dtype).max
-    if np.abs(block).max(initial=0.0) > limit:  # other units: clip rather than store infinity
-        block = np.clip(block, -limit, limit)
+    block = clip_to_dtype(filtered[span_start : span_start + n_samples], dtype)
     out = np.memmap(bin_path, dtype=dtype, mode="r+", shape=(total, N_CHANNELS))
     out[row : row + n_samples] = block
     out.flush()

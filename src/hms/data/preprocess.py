@@ -61,6 +61,21 @@ def preprocess_recording(
     return filtered, quality
 
 
+def clip_to_dtype(x: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
+    """``x`` clipped to the finite range of ``dtype`` (the cache's storage type): recordings in
+    other units are clipped rather than stored as infinity."""
+    limit = np.finfo(np.dtype(dtype)).max
+    if np.abs(x).max(initial=0.0) > limit:
+        return np.clip(x, -limit, limit)
+    return x
+
+
+def as_stored(filtered: np.ndarray, settings: RecordingSettings) -> np.ndarray:
+    """Float32 values exactly as the cache stores and returns them (e.g. rounded to float16), so
+    that code reading recordings without a cache (``hms.annotate``) feeds the same numbers."""
+    return clip_to_dtype(filtered, settings.dtype).astype(settings.dtype).astype(np.float32)
+
+
 def window_to_bipolar(window: np.ndarray, settings: WindowSettings | None = None) -> np.ndarray:
     """Filtered referential window (time, 20) -> model input (channels, time) float32."""
     settings = settings or WindowSettings()

@@ -1,0 +1,209 @@
+"""hms.annotate and hms.data.recording: EDF files written here (from built-in dataset signals, with
+non-HMS channel names and another sampling rate) through MNE, channel mapping, interpolation, the
+timeline, the exported windows, and bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mne
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.signal import resample_poly
+
+from hms.annotate import annotate, window_starts
+from hms.constants import CLASSES, CONSENSUS_NAMES, EEG_CHANNELS, SAMPLE_RATE, VOTE_COLUMNS
+from hms.data.io import read_eeg
+from hms.data.recording import EEGRecording, canonical_channel, map_channels
+from hms.errors import HMSDataError
+from hms.predict import predict
+
+EDF_RATE = 256  # Hz: not the HMS 200 Hz, so reading must resample
+START = dt.datetime(2024, 3, 1, 22, 15, 0, tzinfo=dt.UTC)
+
+
+def edf_name(hms: str) -> str:
+    """How a clinical system might name an HMS channel: modern names, prefixes, references."""
+    modern = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+    if hms == "EKG":
+        return "ECG EKG"
+    return f"EEG {modern.get(hms, hms).upper()}-REF"
+
+
+def write_edf(path: Path, signals_uv: np.ndarray, drop: tuple[str, ...] = ()) -> Path:
+    """(time, 20) µV at 200 Hz -> an EDF at 256 Hz with clinical channel names, in volts."""
+    keep = [i for i, c in enumerate(EEG_CHANNELS) if c not in drop]
+    data = resample_poly(signals_uv[:, keep].astype(np.float64), EDF_RATE, SAMPLE_RATE, axis=0)
+    names = [edf_name(EEG_CHANNELS[i]) for i in keep]
+    types = ["ecg" if EEG_CHANNELS[i] == "EKG" else "eeg" for i in keep]
+    info = mne.create_info(names, EDF_RATE, types)
+    raw = mne.io.RawArray(data.T * 1e-6, info, verbose="error")
+    raw.set_meas_date(START)
+    # Extra channels a clinical file has and hms must ignore: a bipolar derivation, a photic one.
+    extra = mne.io.RawArray(
+        np.zeros((2, raw.n_times)), mne.create_info(["FP1-F7", "PHOTIC"], EDF_RATE, "misc"),
+        verbose="error",
+    )  # fmt: skip
+    raw.add_channels([extra], force_update_info=True)
+    mne.export.export_raw(path, raw, fmt="edf", overwrite=True, verbose="error")
+    return path
+
+
+@pytest.fixture(scope="module")
+def segments(tiny) -> tuple[list[int], np.ndarray]:
+    """Four finite 50-s test EEGs of the tiny dataset, and their concatenation (200 s)."""
+    root, _ = tiny
+    test = pd.read_csv(root / "test.csv")
+    ids, parts = [], []
+    for eeg_id in test["eeg_id"]:
+        x = read_eeg(root / "test_eegs" / f"{eeg_id}.parquet")
+        if np.isfinite(x).all() and (x.std(axis=0)[:19] > 1).all():
+            ids.append(int(eeg_id))
+            parts.append(x[: 50 * SAMPLE_RATE])
+        if len(ids) == 4:
+            break
+    assert len(ids) == 4, "the tiny test split should hold four clean EEGs"
+    return ids, np.concatenate(parts)
+
+
+@pytest.fixture(scope="module")
+def edf(segments, tmp_path_factory) -> Path:
+    return write_edf(tmp_path_factory.mktemp("edf") / "night.edf", segments[1])
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Fp1", "Fp1"), ("EEG Fp1-REF", "Fp1"), ("FP1-LE", "Fp1"), ("eeg fz-ref", "Fz"),
+        ("EEG T7-REF", "T3"), ("T8", "T4"), ("P7-A1", "T5"), ("EEG P8-AVG", "T6"),
+        ("O2", "O2"), ("ECG EKG", "EKG"), ("EKG1-REF", "EKG"), ("FP1-F7", None),
+        ("PHOTIC", None), ("EEG A1-REF", None), ("", None),
+    ],
+)  # fmt: skip
+def test_channel_names(name, expected):
+    assert canonical_channel(name) == expected
+
+
+def test_two_channels_for_one_electrode_is_an_error():
+    with pytest.raises(HMSDataError, match="'T3' and 'EEG T7-REF' are both T3"):
+        map_channels(["Fp1", "T3", "EEG T7-REF"], "x.edf")
+
+
+def test_recording_reads_edf_as_hms_microvolts(edf, segments):
+    _, truth = segments
+    rec = EEGRecording(edf)
+    assert rec.sfreq == EDF_RATE
+    assert rec.n_samples == len(truth)
+    assert rec.start_time == START
+    assert rec.mapping["T3"] == "EEG T7-REF" and rec.mapping["EKG"] == "ECG EKG"
+    assert rec.interpolated == [] and rec.zero_filled == []
+    got = rec.read(0, rec.n_samples)
+    assert got.shape == truth.shape and got.dtype == np.float32
+    inner = slice(SAMPLE_RATE, -SAMPLE_RATE)  # away from the file's first and last second
+    for c in range(19):
+        a, b = got[inner, c], truth[inner, c]
+        assert np.corrcoef(a, b)[0, 1] > 0.999, EEG_CHANNELS[c]
+        assert abs(a.std() / b.std() - 1) < 0.01, EEG_CHANNELS[c]  # µV in, µV out
+    # A span read on its own equals the same samples of a whole read (chunks join seamlessly).
+    np.testing.assert_allclose(rec.read(12_345, 20_000), got[12_345:20_000], atol=1e-3)
+
+
+def test_missing_channel_is_an_error_or_interpolated(segments, tmp_path):
+    path = write_edf(tmp_path / "no_o1.edf", segments[1], drop=("O1",))
+    with pytest.raises(HMSDataError, match=r"no_o1.edf: missing channel\(s\) \['O1'\]"):
+        EEGRecording(path)
+    rec = EEGRecording(path, missing="interpolate")
+    assert rec.interpolated == ["O1"]
+    got = rec.read(0, rec.n_samples)
+    o1 = EEG_CHANNELS.index("O1")
+    assert np.isfinite(got).all() and got[:, o1].std() > 1.0
+
+
+def test_windows():
+    assert window_starts(60 * SAMPLE_RATE, 10.0).tolist() == [0, 2000]
+    with pytest.raises(HMSDataError, match="shorter than one 50-s window"):
+        window_starts(49 * SAMPLE_RATE, 10.0)
+
+
+def test_annotate_finds_each_segment(edf, segments, weights, tiny, tmp_path):
+    """Windows that line up with a segment get the probabilities predict gives that segment's
+    own HMS file, and each is closer to its own segment's than to any other's."""
+    torch.set_num_threads(1)
+    ids, _ = segments
+    out = tmp_path / "out"
+    timeline = annotate(edf, weights, out, step_s=10.0, export_windows=True, progress=False)
+    assert len(timeline) == 16  # (200 s - 50 s) / 10 s + 1
+    np.testing.assert_allclose(timeline["start_s"], np.arange(16) * 10.0)
+    assert timeline["start_time"].iloc[5] == (START + dt.timedelta(seconds=50)).isoformat()
+    probs = timeline[list(CLASSES)].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert set(timeline["top_class"]) <= set(CONSENSUS_NAMES)
+    assert (out / "timeline.png").stat().st_size > 10_000
+    summary = json.loads((out / "annotate.json").read_text())
+    assert summary["windows"] == 16 and summary["recording"]["channels"]["T5"] == "EEG P7-REF"
+
+    # predict on the segments' own files (the test split restricted to the four)
+    root, _ = tiny
+    folder = tmp_path / "segments"
+    (folder / "test_eegs").mkdir(parents=True)
+    for eeg_id in ids:
+        (folder / "test_eegs" / f"{eeg_id}.parquet").symlink_to(
+            root / "test_eegs" / f"{eeg_id}.parquet"
+        )
+    test = pd.read_csv(root / "test.csv").set_index("eeg_id").loc[ids].reset_index()
+    test[["spectrogram_id", "eeg_id", "patient_id"]].to_csv(folder / "test.csv", index=False)
+    own = predict(folder, weights, out=None, progress=False)[list(VOTE_COLUMNS)].to_numpy()
+    aligned = probs[[0, 5, 10, 15]]  # windows starting at 0, 50, 100, 150 s
+    # Not equal: annotate filters each window with the recording around it, predict with the
+    # segment's own file only (measured: at most 0.0013 apart, segments at least 0.006 apart).
+    np.testing.assert_allclose(aligned, own, atol=0.005)
+    spread = np.abs(own[:, None] - own[None]).sum(-1)
+    assert spread[~np.eye(4, dtype=bool)].min() > 0.004, "segments must differ for this test"
+    dist = np.abs(aligned[:, None] - own[None]).sum(-1)  # (window, segment)
+    assert dist.argmin(axis=1).tolist() == [0, 1, 2, 3]
+
+    # the exported windows are an HMS test split that predict reads as it is
+    windows = out / "windows"
+    exported = predict(windows, weights, out=None, progress=False)
+    assert exported["eeg_id"].tolist() == list(range(16))
+    eeg5 = read_eeg(windows / "test_eegs" / "5.parquet")
+    rec = EEGRecording(edf)
+    np.testing.assert_allclose(eeg5, rec.read(50 * SAMPLE_RATE, 100 * SAMPLE_RATE), atol=1e-3)
+    times = pd.read_csv(windows / "windows.csv")
+    assert times["start_s"].tolist() == timeline["start_s"].tolist()
+
+
+def test_bad_input_writes_nothing(weights, segments, tmp_path):
+    short = write_edf(tmp_path / "short.edf", segments[1][: 30 * SAMPLE_RATE])
+    out = tmp_path / "out"
+    with pytest.raises(HMSDataError, match=r"short.edf: recording lasts 30.0 s"):
+        annotate(short, weights, out, progress=False)
+    with pytest.raises(HMSDataError, match="recording not found"):
+        annotate(tmp_path / "absent.edf", weights, out, progress=False)
+    not_eeg = tmp_path / "notes.edf"
+    not_eeg.write_text("not an EDF file")
+    with pytest.raises(HMSDataError, match="MNE cannot read this recording"):
+        annotate(not_eeg, weights, out, progress=False)
+    assert not out.exists()
+
+
+def test_cli_reports_missing_channels(weights, segments, tmp_path):
+    path = write_edf(tmp_path / "no_c3.edf", segments[1][: 60 * SAMPLE_RATE], drop=("C3", "Fz"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "hms.annotate", f"recording={path}", f"weights_dir={weights}",
+           f"out_dir={out}", "progress=false"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "missing channel(s) ['C3']" in done.stderr and not out.exists()
+    done = subprocess.run(
+        [*cmd, "missing=interpolate"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    timeline = pd.read_csv(out / "timeline.csv")
+    assert len(timeline) == 2 and (timeline["interpolated"] == "C3").all()
