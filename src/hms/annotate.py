@@ -201,7 +201,8 @@ def annotate(
     if rec.interpolated:
         print(f"note: {rec.path}: electrodes {rec.interpolated} absent, interpolated from others")
 
-    before = round(max(FILTER_CONTEXT_S, SPEC_CONTEXT_S if needs_spec else 0.0) * SAMPLE_RATE)
+    with_spec = needs_spec or export_windows  # the exported windows carry their 10-min rows
+    before = round(max(FILTER_CONTEXT_S, SPEC_CONTEXT_S if with_spec else 0.0) * SAMPLE_RATE)
     after = before
     n = len(starts)
     probs = np.zeros((n, len(CLASSES)), np.float64)
@@ -219,11 +220,12 @@ def annotate(
             a = max(0, int(s[0]) - before)
             b = min(rec.n_samples, int(s[-1]) + WINDOW_SAMPLES + after)
             raw = rec.read(a, b)
-            if not amplitude:
-                amplitude.append(float(np.median(np.std(raw, axis=0)[raw.std(axis=0) > 0])))
+            sd = raw.std(axis=0)
+            if not amplitude and (sd > 0).any():  # units check on the first chunk with signal
+                amplitude.append(float(np.median(sd[sd > 0])))
             centres_s = (s + WINDOW_SAMPLES // 2) / SAMPLE_RATE
             row_times = [centres_s[:, None] + STRIP_OFFSETS_S[None, :]]
-            if needs_spec or export_windows:
+            if with_spec:
                 row_times.append(spectrogram_row_times(centres_s))
             times = np.concatenate(row_times, axis=1)
             values, index = _spectrogram_rows(raw, a / SAMPLE_RATE, times, rec.duration_s)
