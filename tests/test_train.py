@@ -104,11 +104,14 @@ def test_two_stages_oof_and_resume(tiny, tmp_path, shared_cache):
     root, _ = tiny
     cfg = compose_train(
         tmp_path, root, "model=resnet1d_gru", f"paths.cache_dir={shared_cache}",
-        "stage1.epochs=2", "stage2.epochs=1",
+        "stage1.epochs=2", "stage2.epochs=1", "report=true",
     )  # fmt: skip
     metrics = train(cfg)
     run_dir = Path(cfg.run_dir)
     _check_run(run_dir)
+    page = (run_dir / "report" / "report.html").read_text()
+    assert "after stage1" in page and "after stage2" in page
+    assert (run_dir / "report" / "reliability.png").stat().st_size > 10_000
     s1, s2 = metrics["stages"]["stage1"], metrics["stages"]["stage2"]
     assert s2["n_train"] < s1["n_train"]  # stage 2: high-agreement samples only
     assert metrics["final"]["val/kl"] == s2["val/kl"]

@@ -94,7 +94,7 @@ def train_config(cfg: DictConfig, model: str, fold: int) -> DictConfig:
 
 _COSMETIC = (
     "trainer.enable_progress_bar", "trainer.log_every_n_steps", "logger", "callbacks", "tags",
-    "ckpt_path",
+    "ckpt_path", "report",
 )  # fmt: skip
 
 

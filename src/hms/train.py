@@ -74,6 +74,23 @@ def oof_frame(dm: HMSDataModule, index: np.ndarray, probs: np.ndarray) -> pd.Dat
     return frame
 
 
+REPORT_DIR = "report"
+
+
+def write_report(frames: dict[str, pd.DataFrame], out_dir: Path, title: str) -> None:
+    """The run's pictures (``hms.plot.ensemble_report``): the held-out fold after each stage."""
+    from hms.plot import ensemble_report
+
+    first = next(iter(frames.values()))
+    votes = first[list(TARGET_COLUMNS)].to_numpy() * first[["n_votes"]].to_numpy()
+    probs = {}
+    for stage, frame in frames.items():
+        if not np.array_equal(frame["sample_id"], first["sample_id"]):
+            raise RuntimeError(f"{stage}: out-of-fold rows differ from the first stage's")
+        probs[f"after {stage}"] = frame[list(VOTE_COLUMNS)].to_numpy()
+    ensemble_report(votes, probs, out_dir, title=f"{title}: held-out fold")
+
+
 def score_oof(frame: pd.DataFrame) -> dict[str, float]:
     rows = kl_per_row(frame[list(TARGET_COLUMNS)].to_numpy(), frame[list(VOTE_COLUMNS)].to_numpy())
     hq = frame["n_votes"].to_numpy() >= HQ_VOTES
@@ -176,6 +193,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if resume and metrics_path.is_file():
         metrics["stages"] = json.loads(metrics_path.read_text()).get("stages", {})
+    frames: dict[str, pd.DataFrame] = {}  # out-of-fold rows after each stage, for the report
     if resume is None and _is_rank_zero():
         for stage in STAGES:  # checkpoints of an earlier run in this folder would be mistaken
             shutil.rmtree(run_dir / stage, ignore_errors=True)  # for this run's
@@ -191,6 +209,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         for number, stage in enumerate(stages, start=1):
             if resume is not None and stages.index(stage) < stages.index(resume):
+                if (run_dir / f"oof_{stage}.parquet").is_file():
+                    frames[stage] = pd.read_parquet(run_dir / f"oof_{stage}.parquet")
                 continue  # finished before the interruption; the checkpoint holds its weights
             scfg = cfg[stage]
             dm.set_stage(number, targets)
@@ -239,6 +259,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 best_checkpoint=str(checkpoint.best_model_path or ""),
             )
             metrics["stages"][stage] = stage_metrics
+            frames[stage] = frame
             if stage == "stage1":
                 write_parquet(frame, run_dir / "oof_stage1.parquet")
             write_json(metrics, metrics_path)
@@ -255,6 +276,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_parquet(frame, run_dir / "oof.parquet")
             metrics["final"] = {k: stage_metrics[k] for k in ("val/kl", "val/kl_hq")}
             write_json(metrics, metrics_path)
+            if cfg.get("report", True):
+                write_report(frames, run_dir / REPORT_DIR, f"{cfg.model.name} fold {cfg.fold}")
         status = "success"
     finally:
         _close_loggers(loggers, status)
