@@ -245,7 +245,7 @@ def main(cfg: DictConfig) -> None:
     report = run_pipeline(cfg)
     text = format_report(report)
     print(text)
-    out = Path(cfg.report)
+    out = Path(cfg.scores)
     write_csv(pd.DataFrame(report["table"]), out)
     print(f"table: {out}")
 
