@@ -53,6 +53,7 @@ from hms.data.preprocess import RecordingSettings, WindowSettings, as_stored
 from hms.data.preprocess import preprocess_recording as _filter
 from hms.data.preprocess import window_to_bipolar as _bipolar
 from hms.data.recording import EEGRecording
+from hms.data.spectrogram import kaggle_spectrogram, window_row_times
 from hms.errors import HMSDataError
 
 FILTER_CONTEXT_S = 30.0  # filtered signal read on each side of a chunk (the 0.5-Hz high-pass)
@@ -78,12 +79,6 @@ def window_starts(n_samples: int, step_s: float, path: Path | None = None) -> np
     return np.arange(0, n_samples - WINDOW_SAMPLES + 1, step, dtype=np.int64)
 
 
-def spectrogram_row_times(centres_s: np.ndarray) -> np.ndarray:
-    """(windows, 300) centre times (s) of each window's 10-min Kaggle spectrogram rows."""
-    offsets = -SPEC_HALF_S + SPEC_ROW_SECONDS / 2 + SPEC_ROW_SECONDS * np.arange(SPEC_WINDOW_ROWS)
-    return centres_s[:, None] + offsets[None, :]
-
-
 def _spectrogram_rows(
     raw: np.ndarray, span_start_s: float, times: np.ndarray, duration_s: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +87,6 @@ def _spectrogram_rows(
     Returns ``(values (unique rows, 400), index)`` with ``values[index]`` the rows of ``times``;
     rows centred outside the recording are 0, as ``hms.predict`` leaves them.
     """
-    from hms.data.spectrogram import kaggle_spectrogram
-
     flat = np.round(times.ravel(), 6)
     unique, index = np.unique(flat, return_inverse=True)
     values = np.zeros((len(unique), 400), np.float32)
@@ -225,8 +218,9 @@ def annotate(
                 amplitude.append(float(np.median(sd[sd > 0])))
             centres_s = (s + WINDOW_SAMPLES // 2) / SAMPLE_RATE
             row_times = [centres_s[:, None] + STRIP_OFFSETS_S[None, :]]
-            if with_spec:
-                row_times.append(spectrogram_row_times(centres_s))
+            rows_s = window_row_times(centres_s) if with_spec else None
+            if rows_s is not None:
+                row_times.append(rows_s)
             times = np.concatenate(row_times, axis=1)
             values, index = _spectrogram_rows(raw, a / SAMPLE_RATE, times, rec.duration_s)
             n_strip = len(STRIP_OFFSETS_S)
@@ -251,7 +245,6 @@ def annotate(
                 [spec.weights[m.name] for m in members], spec.space, spec.bias,
             )  # fmt: skip
             if export_folder is not None:
-                rows_s = spectrogram_row_times(centres_s)
                 inside = (rows_s >= 0) & (rows_s < rec.duration_s)
                 _export_windows(
                     export_folder, raw, a, s, int(ks[0]), values, index[:, n_strip:], inside

@@ -37,7 +37,7 @@ from hms.constants import (
     SAMPLE_RATE,
     SPEC_FREQS,
     SPEC_REGIONS,
-    SPEC_ROW_SECONDS,
+    SPEC_WINDOW_ROWS,
     VOTE_COLUMNS,
     WINDOW_SAMPLES,
     WINDOW_SECONDS,
@@ -361,7 +361,7 @@ def load_sample(data_dir: str | Path, eeg_id: int | None = None, sub_id: int | N
         raise HMSDataError(eeg_path, f"too short for a 50-s window at {eeg_offset:g} s")
     spec_path = layout.spectrogram(split, int(row["spectrogram_id"]))
     spec_offset = float(row.get("spectrogram_label_offset_seconds", 0.0))
-    n_rows = 300
+    n_rows = SPEC_WINDOW_ROWS
     if spec_path.is_file():
         times, values = read_spectrogram(spec_path)
         first = int(np.searchsorted(times, spec_offset))
@@ -370,10 +370,9 @@ def load_sample(data_dir: str | Path, eeg_id: int | None = None, sub_id: int | N
         spec[: len(block)] = block
         spec_source = f"{spec_path.name} from {spec_offset:g} s"
     else:
-        from hms.data.spectrogram import kaggle_spectrogram
+        from hms.data.spectrogram import kaggle_spectrogram, window_row_times
 
-        centre = eeg_offset + WINDOW_SECONDS / 2
-        t = centre - 300 + SPEC_ROW_SECONDS / 2 + SPEC_ROW_SECONDS * np.arange(n_rows)
+        t = window_row_times(eeg_offset + WINDOW_SECONDS / 2)[0]
         inside = (t >= 0) & (t < len(recording) / SAMPLE_RATE)
         spec = np.full((n_rows, 400), np.nan, np.float32)
         _, spec[inside] = kaggle_spectrogram(recording, t[inside])

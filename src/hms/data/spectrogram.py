@@ -24,6 +24,7 @@ from hms.constants import (
     SPEC_NFFT,
     SPEC_REGIONS,
     SPEC_ROW_SECONDS,
+    SPEC_WINDOW_ROWS,
 )
 from hms.data.signal import fill_nonfinite
 
@@ -42,6 +43,14 @@ def row_times(n_samples: int, fs: int = SAMPLE_RATE) -> np.ndarray:
     """Row centre times (s) of a recording of ``n_samples``: 1, 3, 5, ... as in the files."""
     n_rows = int(n_samples / fs // SPEC_ROW_SECONDS)
     return np.arange(n_rows) * SPEC_ROW_SECONDS + SPEC_ROW_SECONDS / 2
+
+
+def window_row_times(centres_s: np.ndarray | float) -> np.ndarray:
+    """Centre times (s) of the 300 rows of the 10-min spectrogram window around each centre:
+    ``centre - 299, centre - 297, ..., centre + 299``; shape ``(len(centres), 300)``."""
+    half = SPEC_WINDOW_ROWS * SPEC_ROW_SECONDS / 2
+    offsets = -half + SPEC_ROW_SECONDS / 2 + SPEC_ROW_SECONDS * np.arange(SPEC_WINDOW_ROWS)
+    return np.atleast_1d(np.asarray(centres_s, dtype=np.float64))[:, None] + offsets[None, :]
 
 
 def kaggle_spectrogram(
