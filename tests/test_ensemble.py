@@ -109,6 +109,7 @@ def test_seed_ensemble_scores_fits_and_writes_a_weights_folder(tmp_path):
     quality = {"effnet_b0": 0.8, "resnet1d_gru": 0.5, "multispec_b0": 0.3, "multispec_b1": 0.1}
     for i, (model, q) in enumerate(quality.items()):
         write_runs(runs, model, [0, 1], seed=i, quality=q)
+    write_runs(runs, "features_gbm", [0, 1], seed=9, quality=0.95)  # the reference: the best
     cfg = compose_ensemble(tmp_path, "ensemble=seed", "fit_bias=true")
     summary = build_ensemble(cfg)
     table = {row["name"]: row for row in summary["table"]}
@@ -118,18 +119,23 @@ def test_seed_ensemble_scores_fits_and_writes_a_weights_folder(tmp_path):
     fitted = summary["fitted_weights"]
     assert max(fitted, key=fitted.get) == "effnet_b0"
     assert sum(fitted.values()) == pytest.approx(1.0, abs=1e-3)
+    # The feature baseline is scored (and is the best row here) but never blended.
+    assert summary["references"] == ["features_gbm"] and table["features_gbm"]["reference"]
+    assert table["features_gbm"]["kl"] < table["effnet_b0"]["kl"]
+    assert fitted["features_gbm"] == 0.0 and summary["configured_weights"]["features_gbm"] == 0.0
+    assert "features_gbm (reference)" in format_table(summary)
     assert table["blend: fitted, in-sample"]["kl"] <= table["blend: configured (seed)"]["kl"]
     assert "blend: fitted, CV by fold" in table
     assert "effnet_b0" in format_table(summary)
 
     spec = read_ensemble(tmp_path / "weights")
-    assert spec.name == "seed" and spec.members == list(quality)
+    assert spec.name == "seed" and spec.members == [*quality, "features_gbm"]
     assert spec.checkpoints["resnet1d_gru"] == [
         "resnet1d_gru/fold0.ckpt",
         "resnet1d_gru/fold1.ckpt",
     ]
     assert (tmp_path / "weights" / "resnet1d_gru" / "fold1.ckpt").read_bytes() == b"resnet1d_gru 1"
-    assert spec.weights == pytest.approx(fitted, abs=1e-3)
+    assert spec.weights == pytest.approx(fitted, abs=1e-3) and spec.weights["features_gbm"] == 0
     assert spec.bias is not None and spec.data["effnet_b0"]["recording"] == {"low_hz": 0.5}
     oof = pd.read_parquet(tmp_path / "weights" / "oof_blend.parquet")
     assert len(oof) == 60 and np.allclose(oof[list(VOTE_COLUMNS)].sum(axis=1), 1.0)
@@ -142,7 +148,13 @@ def test_seed_ensemble_scores_fits_and_writes_a_weights_folder(tmp_path):
 
     configured = build_ensemble(compose_ensemble(tmp_path, "use=configured", "space=log"))
     assert read_ensemble(tmp_path / "weights").weights == pytest.approx(
-        {"effnet_b0": 0.5, "resnet1d_gru": 0.15, "multispec_b0": 0.175, "multispec_b1": 0.175}
+        {
+            "effnet_b0": 0.5,
+            "resnet1d_gru": 0.15,
+            "multispec_b0": 0.175,
+            "multispec_b1": 0.175,
+            "features_gbm": 0.0,
+        }
     )
     assert configured["space"] == "log"
     assert not list(tmp_path.glob(".weights.*"))  # no building folder left behind
@@ -156,6 +168,7 @@ def test_members_must_cover_the_same_folds_and_samples(tmp_path):
         "ensemble=seed",
         "~ensemble.members.multispec_b0",
         "~ensemble.members.multispec_b1",
+        "~ensemble.members.features_gbm",
     ]
     with pytest.raises(
         HMSDataError, match=r"different folds: effnet_b0 \[0, 1\], resnet1d_gru \[0\]"

@@ -1,5 +1,6 @@
-"""End to end on the tiny built-in dataset: train two folds of two small members, ensemble,
-predict and score, through ``python -m hms.pipeline`` (the README's main command, tiny-sized)."""
+"""End to end on the tiny built-in dataset: train two folds of two small members and the feature
+baseline, ensemble, predict and score, through ``python -m hms.pipeline`` (the README's main
+command, tiny-sized)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def test_pipeline_trains_ensembles_predicts_and_scores(tiny, tmp_path):
     for name in (
         "effnet_b0",
         "resnet1d_gru",
+        "features_gbm (reference)",  # the feature baseline: scored, not blended
         "blend: fitted, CV by fold",
         "uniform",
         "Bayes floor",
@@ -50,10 +52,12 @@ def test_pipeline_trains_ensembles_predicts_and_scores(tiny, tmp_path):
     answers = pd.read_csv(data / "test_answers.csv").set_index("eeg_id").loc[sub["eeg_id"]]
     expected = kl_divergence(answers[list(VOTE_COLUMNS)].to_numpy(), sub[list(VOTE_COLUMNS)])
     assert abs(scores.loc["blend: fitted, in-sample", "test"] - expected) < 1e-9
-    for run in ("effnet_b0/fold0", "effnet_b0/fold1", "resnet1d_gru/fold0", "resnet1d_gru/fold1"):
-        assert (out / "runs" / "tiny" / run / "best.ckpt").is_file()
+    assert scores.loc["features_gbm", "reference"] == True  # noqa: E712 (scored, not blended)
+    for model in ("effnet_b0", "resnet1d_gru", "features_gbm"):
+        for fold in (0, 1):
+            assert (out / "runs" / "tiny" / model / f"fold{fold}" / "best.ckpt").is_file()
 
     # Again: every run is reused (same resolved config), the table is the same.
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("reusing") == 4
+    assert again.stdout.count("reusing") == 6

@@ -189,7 +189,7 @@ def annotate(
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     _, predict_loader = _model_code()
-    spec, members = load_members(weights_dir, dev, tta_flip)
+    spec, members = load_members(weights_dir, dev, tta_flip, blended_only=True)
     needs_spec = any(m.needs_spec for m in members)
     if rec.interpolated:
         print(f"note: {rec.path}: electrodes {rec.interpolated} absent, interpolated from others")

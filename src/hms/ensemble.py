@@ -10,6 +10,9 @@ them by sample, and prints the cross-validated KL (all samples, and those with >
   scored twice: in-sample (optimistic) and cross-validated by fold (weights fitted on the other
   folds, applied to the held-out one): the number to trust.
 
+A member marked ``blend: false`` (the feature baseline in ``conf/ensemble/seed.yaml``) is a
+reference: it is scored, written and predicted like the others, with weight 0 in every blend.
+
 It then writes the chosen ensemble (``use=configured|fitted``) to ``weights_dir``: the member
 checkpoints (``<member>/fold<k>.ckpt``) and ``ensemble.json`` (``hms.blend``), which
 ``hms.predict`` reads. The folder is built beside the target and renamed into place, so an
@@ -221,16 +224,25 @@ def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
     fold_of = rows["fold"].to_numpy()
     probs = [m.probs for m in members]
     space, fit_bias = str(cfg.space), bool(cfg.fit_bias)
+    blended = np.array([bool((ecfg.members[n] or {}).get("blend", True)) for n in names])
+    if not blended.any():
+        raise HMSDataError(None, f"ensemble {ecfg.name!r}: every member has blend: false")
+    in_blend = [p for p, b in zip(probs, blended, strict=True) if b]
 
     configured = np.array([float((ecfg.members[n] or {}).get("weight", 0.0)) for n in names])
+    configured[~blended] = 0.0
     if configured.sum() <= 0:
-        configured = np.ones(len(names))
+        configured = blended.astype(np.float64)
     configured = configured / configured.sum()
-    fitted_w, fitted_bias = fit_weights(probs, targets, space, fit_bias)
-    cv_probs = fold_cv_blend(probs, targets, fold_of, space, fit_bias)
+    fitted_w = np.zeros(len(names))
+    fitted_w[blended], fitted_bias = fit_weights(in_blend, targets, space, fit_bias)
+    cv_probs = fold_cv_blend(in_blend, targets, fold_of, space, fit_bias)
     table = []
-    for m in members:
-        table.append({"name": m.name, **scores(targets, m.probs, n_votes)})
+    for m, b in zip(members, blended, strict=True):
+        row = {"name": m.name, **scores(targets, m.probs, n_votes)}
+        if not b:
+            row["reference"] = True
+        table.append(row)
     configured_probs = blend(probs, configured, space)
     table.append(
         {"name": f"blend: configured ({ecfg.name})", **scores(targets, configured_probs, n_votes)}
@@ -257,6 +269,7 @@ def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
         "n_samples_hq": int((n_votes >= HQ_VOTES).sum()),
         "configured_weights": dict(zip(names, configured.round(4).tolist(), strict=True)),
         "fitted_weights": dict(zip(names, fitted_w.round(4).tolist(), strict=True)),
+        "references": [n for n, b in zip(names, blended, strict=True) if not b],
         "fitted_bias": None if fitted_bias is None else fitted_bias.round(4).tolist(),
         "table": table,
     }
@@ -307,10 +320,10 @@ def format_table(summary: dict[str, Any]) -> str:
         name = row["name"]
         w = summary["configured_weights"].get(name)
         f = summary["fitted_weights"].get(name)
-        lines.append(
-            f"{name:34s} {row['kl']:8.4f} {row['kl_hq']:8.4f} "
-            f"{'' if w is None else f'{w:8.3f}':>8s} {'' if f is None else f'{f:8.3f}':>8s}"
-        )
+        weights = f"{'' if w is None else f'{w:8.3f}':>8s} {'' if f is None else f'{f:8.3f}':>8s}"
+        if row.get("reference"):
+            name, weights = f"{name} (reference)", f"{'not blended':>17s}"
+        lines.append(f"{name:34s} {row['kl']:8.4f} {row['kl_hq']:8.4f} {weights}")
     if summary["fitted_bias"] is not None:
         lines.append(f"fitted per-class log bias: {summary['fitted_bias']}")
     lines.append(f"wrote {summary['use']} weights to {summary['weights_dir']}/{ENSEMBLE_FILE}")

@@ -178,7 +178,10 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 
     table = []
     for row in summary["table"]:
-        table.append({"name": row["name"], "cv": row["kl"], "cv_hq": row["kl_hq"]})
+        entry = {"name": row["name"], "cv": row["kl"], "cv_hq": row["kl_hq"]}
+        if row.get("reference"):
+            entry["reference"] = True
+        table.append(entry)
     report: dict[str, Any] = {
         "experiment": _experiment(),
         "data_dir": str(data_dir),
@@ -228,8 +231,12 @@ def format_report(report: dict[str, Any]) -> str:
 
     for row in report["table"]:
         w = report["weights"].get(row["name"])
+        weight = "" if w is None else f"{w:7.3f}"
+        name = row["name"]
+        if row.get("reference"):
+            name, weight = f"{name} (reference)", "-"
         lines.append(
-            f"{row['name']:34s} {'' if w is None else f'{w:7.3f}':>7s} {num(row.get('cv'))} "
+            f"{name:34s} {weight:>7s} {num(row.get('cv'))} "
             f"{num(row.get('cv_hq'))} {num(row.get('test'))} {num(row.get('test_hq'))}"
         )
     s = report["seconds"]

@@ -239,9 +239,13 @@ class LoadedMember:
 
 
 def load_members(
-    weights_dir: str | Path, device: torch.device | str = "cpu", tta_flip: bool | None = None
+    weights_dir: str | Path,
+    device: torch.device | str = "cpu",
+    tta_flip: bool | None = None,
+    blended_only: bool = False,
 ) -> tuple[EnsembleSpec, list[LoadedMember]]:
-    """The ensemble of ``weights_dir`` with every fold checkpoint loaded on ``device``."""
+    """The ensemble of ``weights_dir`` with every fold checkpoint loaded on ``device``;
+    ``blended_only`` leaves out the members of weight 0 (references such as the baseline)."""
     weights_dir = Path(weights_dir)
     spec = read_ensemble(weights_dir)
     recording, window = member_settings(spec, weights_dir)
@@ -251,6 +255,8 @@ def load_members(
             checkpoint_hparams(path, member)
     members = []
     for m in spec.members:
+        if blended_only and spec.weights[m] <= 0:
+            continue
         modules = [load_member_checkpoint(p, m, device, tta_flip) for p in paths[m]]
         members.append(LoadedMember(m, modules, recording[m], window[m]))
     return spec, members
@@ -385,8 +391,10 @@ def predict(
                 "computed from the EEG (only the EEG's 50 s are covered, the rest of the 10-min "
                 "window is zero)"
             )
+        # Members of weight 0 (references) change nothing in the blend: run only when asked for.
+        run = [m for m in spec.members if return_members or spec.weights[m] > 0]
         member_probs = []
-        for member in spec.members:
+        for member in run:
             dataset = CacheDataset(caches[recording[member]], window=window[member])
             loader = DataLoader(
                 dataset,
@@ -399,7 +407,7 @@ def predict(
             member_probs.append(
                 _member_probs(member, paths, loader, len(test), dev, prec, tta_flip, progress)
             )
-    probs = blend(member_probs, [spec.weights[m] for m in spec.members], spec.space, spec.bias)
+    probs = blend(member_probs, [spec.weights[m] for m in run], spec.space, spec.bias)
 
     frame = pd.DataFrame({"eeg_id": test["eeg_id"].to_numpy(np.int64)})
     for i, col in enumerate(VOTE_COLUMNS):
@@ -408,15 +416,15 @@ def predict(
     _check_submission(frame, test, columns)
     if out is not None:
         write_csv(frame, out)
-    n_folds = sum(len(spec.checkpoints[m]) for m in spec.members)
-    per_member = ", ".join(f"{m} ({len(spec.checkpoints[m])})" for m in spec.members)
+    n_folds = sum(len(spec.checkpoints[m]) for m in run)
+    per_member = ", ".join(f"{m} ({len(spec.checkpoints[m])})" for m in run)
     print(
         f"{len(frame)} rows -> {out if out is not None else '(not written)'}: "
-        f"{len(spec.members)} member(s), {n_folds} fold checkpoint(s) [{per_member}], "
+        f"{len(run)} member(s), {n_folds} fold checkpoint(s) [{per_member}], "
         f"{dev.type} {prec}, {time.perf_counter() - t0:.1f} s"
     )
     if return_members:
-        return frame, dict(zip(spec.members, member_probs, strict=True))
+        return frame, dict(zip(run, member_probs, strict=True))
     return frame
 
 

@@ -160,6 +160,59 @@ def _close_loggers(loggers: list, status: str) -> None:
             wandb.finish(exit_code=0 if status == "success" else 1)
 
 
+def _fit_stage(
+    cfg: DictConfig,
+    stage: str,
+    module: HMSModule,
+    dm: HMSDataModule,
+    run_dir: Path,
+    loggers: list,
+    callbacks: list,
+    resume: str | None,
+) -> tuple[pl.Trainer, str, str]:
+    """One stage of gradient training; the module ends with the stage's best weights.
+    Returns the trainer, the best checkpoint's path and the metric it was chosen by."""
+    monitor = cfg[stage].monitor  # None: keep the last epoch (no choice made on the held-out fold)
+    if monitor == "val/kl_hq" and not (dm.n_votes[dm.val_idx] >= HQ_VOTES).any():
+        monitor = "val/kl"
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / stage,
+        filename="epoch{epoch:02d}",
+        monitor=monitor,
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        max_epochs=int(cfg[stage].epochs),
+        logger=loggers or False,
+        callbacks=[*callbacks, checkpoint],
+        default_root_dir=str(run_dir),
+    )
+    module.train()  # the previous stage's OOF prediction left it in eval mode
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path if stage == resume else None)
+    if checkpoint.best_model_path:  # the best epoch of this stage, not the last
+        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(best["state_dict"])
+    return trainer, checkpoint.best_model_path, monitor or "last epoch"
+
+
+def save_module_checkpoint(module: HMSModule, path: Path) -> None:
+    """A checkpoint of a module that no Trainer fitted, in the layout Lightning writes (what
+    ``HMSModule.load_from_checkpoint`` and ``hms.predict`` read)."""
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": pl.__version__,
+        "epoch": 0,
+        "global_step": 0,
+    }
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one (experiment, model, fold); returns the content of ``metrics.json``."""
     run_dir = Path(cfg.run_dir)
@@ -168,10 +221,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.save(cfg, tmp, resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
 
-    dm: HMSDataModule = instantiate(cfg.data)
+    module: HMSModule = instantiate(cfg.model, _convert_="all")
+    dm: HMSDataModule = instantiate(cfg.data, views=list(module.inputs))
     dm.prepare_data()
     dm.setup()
-    module: HMSModule = instantiate(cfg.model, _convert_="all")
     if cfg.compile:
         module.net = torch.compile(module.net)
 
@@ -179,7 +232,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.refine.enabled:
         targets = refined_targets(dm, Path(cfg.refine.source), float(cfg.refine.alpha))
 
-    stages = [s for s in STAGES if s == "stage1" or cfg.stage2.enabled]
+    # A member fitted in one pass instead of by gradient steps (the feature baseline: its net has
+    # ``collect`` and ``fit``) has a single stage, without Trainer.
+    one_pass = callable(getattr(module.net, "fit", None))
+    stages = [s for s in STAGES if s == "stage1" or (cfg.stage2.enabled and not one_pass)]
     resume = _resume_stage(cfg.ckpt_path)
     metrics_path = run_dir / "metrics.json"
     metrics: dict[str, Any] = {
@@ -215,36 +271,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             scfg = cfg[stage]
             dm.set_stage(number, targets)
             module.stage, module.lr_scale = stage, float(scfg.lr_scale)
-            monitor = scfg.monitor
-            if monitor == "val/kl_hq" and not (dm.n_votes[dm.val_idx] >= HQ_VOTES).any():
-                monitor = "val/kl"
-            checkpoint = ModelCheckpoint(
-                dirpath=run_dir / stage,
-                filename="epoch{epoch:02d}",
-                monitor=monitor,
-                mode="min",
-                save_top_k=1,
-                save_last=True,
-                auto_insert_metric_name=False,
-            )
-            trainer: pl.Trainer = instantiate(
-                cfg.trainer,
-                max_epochs=int(scfg.epochs),
-                logger=loggers or False,
-                callbacks=[*callbacks, checkpoint],
-                default_root_dir=str(run_dir),
-            )
             t0 = time.perf_counter()
-            module.train()  # the previous stage's OOF prediction left it in eval mode
-            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path if stage == resume else None)
-            seconds = time.perf_counter() - t0
-            if checkpoint.best_model_path:  # the best epoch of this stage, not the last
-                best = torch.load(
-                    checkpoint.best_model_path, map_location="cpu", weights_only=False
+            if one_pass:
+                trainer, best_path, epochs, monitor = None, "", 0, "-"
+                data = module.net.collect(dm.fit_dataloader(int(module.net.max_windows)))
+                fit_info = module.net.fit(data, dm.patient_of_sample)
+                metrics["fit"] = fit_info
+            else:
+                trainer, best_path, monitor = _fit_stage(
+                    cfg, stage, module, dm, run_dir, loggers, callbacks, resume
                 )
-                module.load_state_dict(best["state_dict"])
-            if not trainer.is_global_zero:
-                continue
+                epochs = int(trainer.current_epoch)
+                if not trainer.is_global_zero:
+                    continue
+            seconds = time.perf_counter() - t0
             device = module.device if module.device.type != "meta" else torch.device("cpu")
             index, probs = predict_loader(
                 module, dm.val_dataloader(), device, str(cfg.trainer.get("precision"))
@@ -252,11 +292,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             frame = oof_frame(dm, index, probs)
             stage_metrics = score_oof(frame)
             stage_metrics.update(
-                epochs=int(trainer.current_epoch),
+                epochs=epochs,
                 seconds=round(seconds, 1),
                 n_train=len(dm.train_idx),
                 monitor=monitor,
-                best_checkpoint=str(checkpoint.best_model_path or ""),
+                best_checkpoint=str(best_path or ""),
             )
             metrics["stages"][stage] = stage_metrics
             frames[stage] = frame
@@ -268,11 +308,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 f"  val/kl_hq {stage_metrics['val/kl_hq']:.4f}  ({seconds:.0f} s)"
             )
 
-        if not trainer.is_global_zero:  # saving is collective: rank 0 writes, the others wait
-            trainer.save_checkpoint(run_dir / "best.ckpt")
+        if trainer is not None and not trainer.is_global_zero:
+            trainer.save_checkpoint(run_dir / "best.ckpt")  # collective: rank 0 writes
         else:
             with atomic_path(run_dir / "best.ckpt") as tmp:
-                trainer.save_checkpoint(tmp)
+                if trainer is None:
+                    save_module_checkpoint(module, tmp)
+                else:
+                    trainer.save_checkpoint(tmp)
             write_parquet(frame, run_dir / "oof.parquet")
             metrics["final"] = {k: stage_metrics[k] for k in ("val/kl", "val/kl_hq")}
             write_json(metrics, metrics_path)

@@ -8,6 +8,7 @@ training, and ``targets`` can replace the vote distributions (label refinement).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from hms.data.cache import HMSCache
-from hms.data.dataset import CacheDataset
+from hms.data.dataset import VIEWS, CacheDataset
 from hms.data.preprocess import RecordingSettings, WindowSettings
 from hms.errors import HMSDataError
 from hms.prepare import Prepared, load_folds, prepare
@@ -37,8 +38,10 @@ class HMSDataModule(pl.LightningDataModule):
         min_votes: int = 10,
         prepare_workers: int = 2,
         seed: int = 0,
+        views: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        self.views = tuple(views) if views else VIEWS  # what the model reads (hms.train sets it)
         self.data_dir = str(data_dir)
         self.cache_dir = str(cache_dir)
         self.fold = int(fold)
@@ -137,14 +140,35 @@ class HMSDataModule(pl.LightningDataModule):
 
     def train_dataset(self) -> CacheDataset:
         ds = CacheDataset(
-            self.train_cache, self.train_idx, self.window, random_window=True, seed=self.seed
+            self.train_cache,
+            self.train_idx,
+            self.window,
+            random_window=True,
+            seed=self.seed,
+            views=self.views,
         )
         if self.targets is not None:
             ds.targets = self.targets.astype(np.float32)
         return ds
 
+    def fit_dataloader(self, max_windows: int) -> DataLoader:
+        """Up to ``max_windows`` windows of every training sample, in order, without
+        augmentation: the data of a member fitted in one pass (the feature baseline)."""
+        ds = CacheDataset(
+            self.train_cache, self.train_idx, self.window, max_windows=max_windows, views=self.views
+        )
+        if self.targets is not None:
+            ds.targets = self.targets.astype(np.float32)
+        return self._loader(ds, False, self.eval_batch_size)
+
+    @property
+    def patient_of_sample(self) -> dict[int, int]:
+        """Sample index of the train cache -> patient id."""
+        assert self.train_cache is not None
+        return dict(enumerate(self.train_cache.samples["patient_id"].to_numpy().tolist()))
+
     def val_dataset(self) -> CacheDataset:
-        return CacheDataset(self.train_cache, self.val_idx, self.window)
+        return CacheDataset(self.train_cache, self.val_idx, self.window, views=self.views)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset(), True, self.batch_size)
@@ -156,5 +180,7 @@ class HMSDataModule(pl.LightningDataModule):
         if self.test_cache is None:
             raise HMSDataError(Path(self.data_dir) / "test.csv", "no test split to predict")
         return self._loader(
-            CacheDataset(self.test_cache, window=self.window), False, self.eval_batch_size
+            CacheDataset(self.test_cache, window=self.window, views=self.views),
+            False,
+            self.eval_batch_size,
         )

@@ -2,11 +2,17 @@
 
 Each item is a dict of tensors: ``eeg`` (bipolar channels, 10,000) from ``window_to_bipolar``,
 ``spec`` (300, 400) Kaggle spectrogram rows, ``target`` (6,) vote distribution and ``n_votes``
-(test caches have no targets: zeros). Training draws one of a sample's windows at random each time
-it is read; evaluation reads a fixed one, so validation scores do not move between epochs.
+(test caches have no targets: zeros); ``views`` limits the signals to those a model reads (a
+model of the EEG alone need not copy 300 x 400 spectrogram rows per sample). Training draws one
+of a sample's windows at random each time it is read; evaluation reads a fixed one, so
+validation scores do not move between epochs. ``max_windows=k`` instead serves up to k evenly
+spaced windows of every sample, each as its own item (members fitted in one pass over the data,
+such as the feature baseline, use them all).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -15,6 +21,8 @@ from torch.utils.data import Dataset
 from hms.data.cache import HMSCache
 from hms.data.labels import TARGET_COLUMNS
 from hms.data.preprocess import WindowSettings, window_to_bipolar
+
+VIEWS = ("eeg", "spec")  # the signals an item can hold
 
 
 class CacheDataset(Dataset):
@@ -25,11 +33,17 @@ class CacheDataset(Dataset):
         window: WindowSettings | None = None,
         random_window: bool = False,
         seed: int = 0,
+        max_windows: int | None = None,
+        views: Sequence[str] = VIEWS,
     ) -> None:
         self.cache = cache
         self.indices = np.arange(len(cache)) if indices is None else np.asarray(indices, np.int64)
         self.window = window or WindowSettings()
         self.random_window = random_window
+        unknown = set(views) - set(VIEWS)
+        if unknown or not views:
+            raise ValueError(f"views must be a non-empty subset of {VIEWS}, got {list(views)}")
+        self.views = tuple(views)
         self.seed = seed
         samples = cache.samples
         if all(c in samples.columns for c in TARGET_COLUMNS):
@@ -39,9 +53,19 @@ class CacheDataset(Dataset):
             self.targets = np.zeros((len(samples), len(TARGET_COLUMNS)), np.float32)
             self.n_votes = np.zeros(len(samples), np.float32)
         self._rng: np.random.Generator | None = None
+        self._windows: np.ndarray | None = None  # (item -> sample, window) with max_windows
+        if max_windows is not None:
+            if random_window or max_windows < 1:
+                raise ValueError("max_windows needs random_window=False and a value >= 1")
+            pairs = []
+            for sample in self.indices:
+                n = int(cache.n_windows[sample])
+                ks = np.unique(np.linspace(0, n - 1, min(n, max_windows)).round().astype(int))
+                pairs += [(sample, cache.window_index(int(sample), int(k))) for k in ks]
+            self._windows = np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.indices) if self._windows is None else len(self._windows)
 
     def _pick(self, sample: int) -> int:
         n = int(self.cache.n_windows[sample])
@@ -53,13 +77,17 @@ class CacheDataset(Dataset):
         return self.cache.window_index(sample, n // 2)  # the middle window: fixed and central
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        sample = int(self.indices[i])
-        w = self._pick(sample)
-        eeg = window_to_bipolar(self.cache.eeg_window(w), self.window)
-        return {
-            "eeg": torch.from_numpy(eeg),
-            "spec": torch.from_numpy(self.cache.spec_window(w)),
-            "target": torch.from_numpy(self.targets[sample]),
-            "n_votes": torch.tensor(self.n_votes[sample]),
-            "index": torch.tensor(sample),
-        }
+        if self._windows is not None:
+            sample, w = (int(v) for v in self._windows[i])
+        else:
+            sample = int(self.indices[i])
+            w = self._pick(sample)
+        item = {}
+        if "eeg" in self.views:
+            item["eeg"] = torch.from_numpy(window_to_bipolar(self.cache.eeg_window(w), self.window))
+        if "spec" in self.views:
+            item["spec"] = torch.from_numpy(self.cache.spec_window(w))
+        item["target"] = torch.from_numpy(self.targets[sample])
+        item["n_votes"] = torch.tensor(self.n_votes[sample])
+        item["index"] = torch.tensor(sample)
+        return item

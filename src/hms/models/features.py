@@ -1,0 +1,478 @@
+"""The feature baseline: quantitative-EEG features of a window and gradient-boosted trees on them.
+
+``EEGFeatures`` turns the 16 bipolar derivations that every member reads (hms's montage and
+0.5-20 Hz band-pass, from the same cache) into about 200 standard qEEG features, in torch on the
+batch: Welch band powers per chain (central 10 s and the whole 50 s), relative powers, spectral
+peak and entropy, hemispheric asymmetry, time-domain shape (kurtosis, skewness, line length,
+peak-to-SD), periodicity (autocorrelation of the signal and of its energy), left-right and
+neighbour correlations, and the change of power and peak frequency across the 50 s.
+
+``FeatureGBM`` fits a LightGBM multiclass model on them, with the soft vote distributions as
+targets (each window counted once per class, weighted by that class's vote share: the weighted
+log-loss is then the cross-entropy to the votes, i.e. the KL up to a constant). Its trees are
+stored as tensors (``TreeEnsemble``) and evaluated in torch, so a fitted baseline is an ordinary
+``HMSModule`` checkpoint: ``hms.predict``, ``hms.annotate`` and ``hms.export`` load and run it
+through the one path they use for every member, on CPU or GPU, and loading runs no pickled code.
+
+Why torch rather than a feature library (e.g. ``mne-features``) for the features: the baseline
+then computes its inputs exactly as the nets do, on the batch, inside the checkpointed module;
+``tests/test_features.py`` checks the band powers against ``scipy.signal.welch``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hms.constants import CHAIN_NAMES, N_CLASSES, SAMPLE_RATE, WINDOW_SAMPLES
+
+# Frequency bands (Hz) of the band-power features: delta split finely, since rhythmic and periodic
+# patterns live there.
+BANDS: tuple[tuple[float, float], ...] = (
+    (0.5, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0), (4.0, 6.0), (6.0, 8.0), (8.0, 13.0),
+    (13.0, 20.0),
+)  # fmt: skip
+_LEFT, _RIGHT = (0, 1), (3, 2)  # chains LL, LP and their mirrors RL, RP (order LL, LP, RP, RL)
+_EPS = 1e-6
+
+
+def segment_psd(x: Tensor, nperseg: int, fs: float = SAMPLE_RATE) -> Tensor:
+    """One-sided periodograms of Hann segments with 50 % overlap: (..., T) -> (..., S, F).
+
+    Their mean over segments is ``welch_psd``; a mean over some of them is the Welch PSD of the
+    span those segments cover.
+    """
+    window = torch.hann_window(nperseg, periodic=True, dtype=x.dtype, device=x.device)
+    step = nperseg - nperseg // 2  # scipy: noverlap = nperseg // 2
+    spectrum = torch.fft.rfft(x.unfold(-1, nperseg, step) * window, dim=-1)
+    power = torch.view_as_real(spectrum).square().sum(dim=-1)
+    scale = torch.full((power.shape[-1],), 2.0, dtype=x.dtype, device=x.device)
+    scale[0] = 1.0
+    if nperseg % 2 == 0:
+        scale[-1] = 1.0
+    return power * (scale / (fs * window.square().sum()))
+
+
+def welch_psd(x: Tensor, nperseg: int, fs: float = SAMPLE_RATE) -> Tensor:
+    """One-sided Welch PSD (..., T) -> (..., nperseg // 2 + 1) in units²/Hz: Hann segments of
+    ``nperseg`` samples, 50 % overlap, no detrending, as
+    ``scipy.signal.welch(x, fs, "hann", nperseg, detrend=False)``."""
+    return segment_psd(x, nperseg, fs).mean(dim=-2)
+
+
+def _standardise(x: Tensor) -> Tensor:
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x / (x.std(dim=-1, keepdim=True) + _EPS)
+
+
+def _chains(x: Tensor) -> Tensor:
+    """(B, 16, ...) per derivation -> (B, 4, ...) mean over the four derivations of each chain."""
+    return x.unflatten(1, (len(CHAIN_NAMES), -1)).mean(dim=2)
+
+
+def _autocorr_peak(x: Tensor, fs: float, min_s: float, max_s: float) -> tuple[Tensor, Tensor]:
+    """Peak of the normalised autocorrelation of (..., T) sampled at ``fs`` over lags
+    [min_s, max_s] seconds: its value and its lag in seconds."""
+    t = x.shape[-1]
+    lo, hi = round(min_s * fs), round(max_s * fs)
+    spec = torch.fft.rfft(_standardise(x), n=2 * t, dim=-1)
+    power = torch.view_as_real(spec).square().sum(dim=-1)
+    acf = torch.fft.irfft(power, n=2 * t, dim=-1)[..., : hi + 1]
+    acf = acf / acf[..., :1].clamp_min(_EPS)
+    value, lag = acf[..., lo:].max(dim=-1)
+    return value, (lag + lo).to(x.dtype) / fs
+
+
+def _corr(a: Tensor, b: Tensor) -> Tensor:
+    return (_standardise(a) * _standardise(b)).mean(dim=-1)
+
+
+class EEGFeatures(nn.Module):
+    """Bipolar EEG (B, 16, 10000) µV -> features (B, n_features); ``names`` lists them."""
+
+    def __init__(self, nperseg: int = 2 * SAMPLE_RATE) -> None:
+        super().__init__()
+        self.nperseg = nperseg
+        freqs = torch.fft.rfftfreq(nperseg, 1.0 / SAMPLE_RATE)
+        masks = torch.stack([(freqs >= lo) & (freqs < hi) for lo, hi in BANDS]).float()
+        self.register_buffer("band_masks", masks, persistent=False)  # (n_bands, n_freqs)
+        self.register_buffer("in_range", ((freqs >= 0.5) & (freqs < 20.0)).float(), False)
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.df = SAMPLE_RATE / nperseg
+        self.names = self._names()
+
+    @staticmethod
+    def _names() -> list[str]:
+        bands = [f"{lo:g}-{hi:g}Hz" for lo, hi in BANDS]
+        pairs = ("LL-RL", "LP-RP")
+        names: list[str] = []
+        names += [f"logpow10s_{c}_{b}" for c in CHAIN_NAMES for b in bands]
+        names += [f"logpow10s_{c}_total" for c in CHAIN_NAMES]
+        names += [f"relpow10s_{c}_{b}" for c in CHAIN_NAMES for b in bands]
+        names += [f"logpow50s_{c}_{b}" for c in CHAIN_NAMES for b in bands]
+        names += [f"asym10s_{p}_{b}" for p in pairs for b in bands]
+        names += [f"absasym10s_{p}_{b}" for p in pairs for b in bands]
+        names += [f"asym10s_{p}_total" for p in pairs] + [f"absasym10s_{p}_total" for p in pairs]
+        names += [f"peakfreq10s_{c}" for c in CHAIN_NAMES]
+        names += [f"spectral_entropy10s_{c}" for c in CHAIN_NAMES]
+        names += [f"focality10s_{b}" for b in bands]
+        for stat in ("kurtosis", "absskew", "linelength", "peak_to_sd"):
+            names += [f"{stat}10s_{c}" for c in CHAIN_NAMES]
+        for sig in ("signal", "energy"):
+            names += [f"acf_{sig}_peak_{c}" for c in CHAIN_NAMES]
+            names += [f"acf_{sig}_lag_{c}" for c in CHAIN_NAMES]
+        names += [f"lrcorr10s_{p}" for p in pairs] + [f"lrenvcorr10s_{p}" for p in pairs]
+        names += [f"neighbourcorr10s_{c}" for c in CHAIN_NAMES]
+        names += [f"evolution_logpow_{c}" for c in CHAIN_NAMES]
+        names += [f"evolution_peakfreq_{c}" for c in CHAIN_NAMES]
+        names += [f"central_vs_window_logpow_{c}" for c in CHAIN_NAMES]
+        return names
+
+    @property
+    def n_features(self) -> int:
+        return len(self.names)
+
+    def _band_power(self, psd: Tensor) -> Tensor:
+        """(..., n_freqs) PSD -> (..., n_bands) power in each band."""
+        return psd @ self.band_masks.T * self.df
+
+    def _peak_freq(self, psd: Tensor) -> Tensor:
+        masked = psd * self.in_range - (1 - self.in_range)  # out-of-range bins never win
+        return self.freqs[masked.argmax(dim=-1)]
+
+    @torch.no_grad()
+    def forward(self, eeg: Tensor) -> Tensor:
+        x = eeg.float()
+        if x.shape[1] < 16 or x.shape[-1] != WINDOW_SAMPLES:
+            raise ValueError(f"expected (B, 16+, {WINDOW_SAMPLES}) bipolar EEG, got {x.shape}")
+        x = x[:, :16]
+        sec, n = SAMPLE_RATE, x.shape[-1]
+        out: list[Tensor] = []
+
+        # One pass of 2-s periodograms (1-s hop) over the 50 s; the Welch PSD of a 10-s span is
+        # the mean of the 9 segments inside it.
+        seg = segment_psd(x, self.nperseg)  # (B, 16, 49, F)
+        hop_s = (self.nperseg - self.nperseg // 2) / sec
+        per_10s = round(10 / hop_s) - 1
+
+        def span(start_s: float) -> Tensor:
+            first = round(start_s / hop_s)
+            return seg[:, :, first : first + per_10s].mean(dim=2)
+
+        psd10 = span(20.0)  # the central, labelled 10 s
+        bp_deriv = self._band_power(psd10)  # (B, 16, nb)
+        bp10 = _chains(bp_deriv)  # (B, 4, nb)
+        log_bp10 = (bp10 + _EPS).log()
+        total10 = bp10.sum(dim=-1)
+        log_total10 = (total10 + _EPS).log()
+        out += [log_bp10.flatten(1), log_total10]
+        out.append((bp10 / (total10.unsqueeze(-1) + _EPS)).flatten(1))
+
+        bp50 = _chains(self._band_power(seg.mean(dim=2)))
+        out.append((bp50 + _EPS).log().flatten(1))
+
+        left, right = list(_LEFT), list(_RIGHT)
+        asym = log_bp10[:, left] - log_bp10[:, right]  # (B, 2, nb)
+        asym_total = log_total10[:, left] - log_total10[:, right]
+        out += [asym.flatten(1), asym.abs().flatten(1), asym_total, asym_total.abs()]
+
+        chain_psd10 = _chains(psd10)
+        out.append(self._peak_freq(chain_psd10))
+        p = chain_psd10 * self.in_range
+        p = p / (p.sum(dim=-1, keepdim=True) + _EPS)
+        out.append(-(p * (p + _EPS).log()).sum(dim=-1) / math.log(float(self.in_range.sum())))
+
+        log_bp_deriv = (bp_deriv + _EPS).log()  # focality: loudest derivation over the median
+        out.append(log_bp_deriv.amax(dim=1) - log_bp_deriv.median(dim=1).values)
+
+        central = x[..., n // 2 - 5 * sec : n // 2 + 5 * sec]
+        z = central - central.mean(dim=-1, keepdim=True)
+        sd = z.std(dim=-1) + _EPS
+        zn = z / sd.unsqueeze(-1)
+        zn2 = zn.square()
+        out.append(_chains(zn2.square().mean(dim=-1) - 3.0))
+        out.append(_chains((zn2 * zn).mean(dim=-1).abs()))
+        out.append(_chains(z.diff(dim=-1).abs().mean(dim=-1) / sd))
+        out.append(_chains(z.abs().amax(dim=-1) / sd))
+
+        # Periodicity over the central 20 s at 50 Hz (the signals stop at 20 Hz): lags 0.25-3 s
+        # cover 0.33-4 Hz rhythms and discharge trains.
+        mid20 = F.avg_pool1d(x[..., n // 2 - 10 * sec : n // 2 + 10 * sec], 4)
+        for sig in (mid20, mid20.square()):
+            value, lag = _autocorr_peak(sig, sec / 4, 0.25, 3.0)
+            out += [_chains(value), _chains(lag)]
+
+        chains = central.unflatten(1, (len(CHAIN_NAMES), -1))  # (B, 4, 4, T)
+        env = chains.abs()
+        pairs = list(zip(left, right, strict=True))
+        out.append(torch.stack([_corr(chains[:, a], chains[:, b]).mean(-1) for a, b in pairs], 1))
+        out.append(torch.stack([_corr(env[:, a], env[:, b]).mean(-1) for a, b in pairs], 1))
+        out.append(_corr(chains[:, :, :-1], chains[:, :, 1:]).mean(dim=-1))
+
+        psd_first, psd_last = _chains(span(0.0)), _chains(span(40.0))
+        pow_first = (psd_first * self.in_range).sum(-1) * self.df
+        pow_last = (psd_last * self.in_range).sum(-1) * self.df
+        out.append((pow_last + _EPS).log() - (pow_first + _EPS).log())
+        out.append(self._peak_freq(psd_last) - self._peak_freq(psd_first))
+        out.append(log_total10 - (bp50.sum(dim=-1) + _EPS).log())
+
+        features = torch.cat(out, dim=1)
+        return torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class TreeEnsemble(nn.Module):
+    """Additive multiclass trees evaluated in torch: features (B, F) -> raw scores (B, K).
+
+    Each tree is a flat node table (``feature``, ``threshold``, ``left``, ``right``, ``value``); a
+    leaf points to itself, so ``depth`` rounds of "go left if x <= threshold" bring every row to
+    its leaf. ``tree_class`` says which class a tree adds to. The tables are buffers whose shapes
+    come from the checkpoint being loaded (``_load_from_state_dict``), so the module is rebuilt
+    from its hyperparameters alone and then filled.
+    """
+
+    _TABLES = ("feature", "threshold", "left", "right", "value", "tree_class")
+
+    def __init__(self, n_classes: int = N_CLASSES) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.register_buffer("feature", torch.zeros(0, 1, dtype=torch.long))
+        self.register_buffer("threshold", torch.zeros(0, 1, dtype=torch.float64))
+        self.register_buffer("left", torch.zeros(0, 1, dtype=torch.long))
+        self.register_buffer("right", torch.zeros(0, 1, dtype=torch.long))
+        self.register_buffer("value", torch.zeros(0, 1, dtype=torch.float64))
+        self.register_buffer("tree_class", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("depth", torch.zeros((), dtype=torch.long))
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.feature.shape[0])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in self._TABLES:
+            key = prefix + name
+            if key in state_dict:
+                current = getattr(self, name)
+                setattr(self, name, torch.empty_like(current).resize_(state_dict[key].shape))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def set_trees(self, trees: Sequence[dict[str, np.ndarray]], tree_class: Sequence[int]) -> None:
+        """Fill the tables from flat trees (``feature``, ``threshold``, ``left``, ``right``,
+        ``value`` arrays per tree, leaves pointing to themselves)."""
+        n_nodes = max(len(t["value"]) for t in trees)
+        device = self.feature.device
+
+        def table(key: str, dtype: torch.dtype) -> Tensor:
+            rows = []
+            for t in trees:
+                a = np.asarray(t[key])
+                pad = n_nodes - len(a)
+                if key in ("left", "right"):  # padding nodes point to themselves (never reached)
+                    a = np.concatenate([a, np.arange(len(a), n_nodes)])
+                else:
+                    a = np.concatenate([a, np.zeros(pad, a.dtype)])
+                rows.append(a)
+            return torch.as_tensor(np.stack(rows), dtype=dtype, device=device)
+
+        self.feature = table("feature", torch.long)
+        self.threshold = table("threshold", torch.float64)
+        self.left = table("left", torch.long)
+        self.right = table("right", torch.long)
+        self.value = table("value", torch.float64)
+        self.tree_class = torch.as_tensor(list(tree_class), dtype=torch.long, device=device)
+        self.depth = torch.tensor(max(int(t["depth"]) for t in trees), device=device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.n_trees == 0:
+            raise RuntimeError("TreeEnsemble has no trees: fit the model or load a checkpoint")
+        b = x.shape[0]
+        n_trees, n_nodes = self.feature.shape
+        offsets = torch.arange(n_trees, device=x.device) * n_nodes  # (T,)
+        feature, threshold = self.feature.flatten(), self.threshold.flatten()
+        left, right = self.left.flatten(), self.right.flatten()
+        x = x.double()
+        node = torch.zeros(b, n_trees, dtype=torch.long, device=x.device)
+        for _ in range(int(self.depth)):
+            flat = node + offsets
+            value = x.gather(1, feature[flat])
+            node = torch.where(value <= threshold[flat], left[flat], right[flat])
+        leaf = self.value.flatten()[node + offsets]  # (B, T)
+        scores = torch.zeros(b, self.n_classes, dtype=torch.float64, device=x.device)
+        return scores.index_add_(1, self.tree_class, leaf)
+
+
+def _flatten_tree(root: dict) -> dict[str, Any]:
+    """One tree of ``Booster.dump_model()`` as flat node tables (depth-first numbering)."""
+    tables: dict[str, list] = {k: [] for k in ("feature", "threshold", "left", "right", "value")}
+    depth = 0
+    stack: list[tuple[dict, int, int | None, str]] = [(root, 0, None, "")]
+    while stack:
+        node, level, parent, side = stack.pop()
+        i = len(tables["value"])
+        for table in tables.values():
+            table.append(0)
+        if parent is not None:
+            tables[side][parent] = i
+        if "split_index" not in node:  # a leaf points to itself
+            tables["left"][i] = tables["right"][i] = i
+            tables["value"][i] = float(node.get("leaf_value", 0.0))
+            depth = max(depth, level)
+            continue
+        if node.get("decision_type", "<=") != "<=" or node.get("missing_type", "None") != "None":
+            raise ValueError(
+                f"unsupported LightGBM split (decision {node.get('decision_type')}, missing "
+                f"values {node.get('missing_type')}): the features must be finite and numerical"
+            )
+        tables["feature"][i] = int(node["split_feature"])
+        tables["threshold"][i] = float(node["threshold"])
+        stack.append((node["right_child"], level + 1, i, "right"))
+        stack.append((node["left_child"], level + 1, i, "left"))
+    dtypes = {"threshold": np.float64, "value": np.float64}
+    tree: dict[str, Any] = {k: np.array(v, dtypes.get(k, np.int64)) for k, v in tables.items()}
+    tree["depth"] = depth
+    return tree
+
+
+def lightgbm_trees(booster: Any) -> tuple[list[dict[str, Any]], list[int]]:
+    """A LightGBM multiclass booster's trees as flat node tables, and each tree's class."""
+    model = booster.dump_model()
+    n_classes = int(model["num_class"])
+    trees = [_flatten_tree(info["tree_structure"]) for info in model["tree_info"]]
+    classes = [int(info["tree_index"]) % n_classes for info in model["tree_info"]]
+    return trees, classes
+
+
+def soft_label_rows(
+    features: np.ndarray, targets: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row once per class with a positive vote share: (features, class, weight, source row).
+
+    The weighted multiclass log-loss on these rows is sum_i w_i * sum_k p_ik * -log q_ik, the
+    cross-entropy to the vote distributions.
+    """
+    row, cls = np.nonzero(targets > 0)
+    return features[row], cls, weights[row] * targets[row, cls], row
+
+
+class FeatureGBM(nn.Module):
+    """``EEGFeatures`` + ``TreeEnsemble``: the feature baseline as a member network.
+
+    Fitted once by ``fit`` (``hms.train`` calls it instead of a gradient loop); the LightGBM
+    settings are the keyword arguments. ``fit`` uses each training sample's windows (at most
+    ``max_windows``, evenly spaced; each sample weighs 1 in all), and their left/right mirror
+    images when ``flip_augment``. The number of boosting rounds is chosen by early stopping on
+    ``valid_share`` of the training patients, then the model is refitted on all of them.
+    """
+
+    inputs = ("eeg",)
+
+    def __init__(
+        self,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        min_data_in_leaf: int = 40,
+        feature_fraction: float = 0.5,
+        bagging_fraction: float = 0.8,
+        lambda_l2: float = 1.0,
+        max_rounds: int = 2000,
+        early_stopping_rounds: int = 100,
+        valid_share: float = 0.2,
+        max_windows: int = 8,
+        flip_augment: bool = True,
+        seed: int = 0,
+        num_threads: int = 0,
+    ) -> None:
+        super().__init__()
+        self.params = {
+            "objective": "multiclass",
+            "num_class": N_CLASSES,
+            "learning_rate": learning_rate,
+            "num_leaves": num_leaves,
+            "min_data_in_leaf": min_data_in_leaf,
+            "feature_fraction": feature_fraction,
+            "bagging_fraction": bagging_fraction,
+            "bagging_freq": 1 if bagging_fraction < 1 else 0,
+            "lambda_l2": lambda_l2,
+            "seed": seed,
+            "deterministic": True,
+            "force_col_wise": True,
+            "num_threads": num_threads,
+            "verbose": -1,
+        }
+        self.max_rounds, self.early_stopping_rounds = max_rounds, early_stopping_rounds
+        self.valid_share, self.max_windows = valid_share, max_windows
+        self.flip_augment, self.seed = flip_augment, seed
+        self.features = EEGFeatures()
+        self.trees = TreeEnsemble(N_CLASSES)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self.trees(self.features(batch["eeg"])).float()
+
+    # ------------------------------------------------------------------ fitting
+
+    @torch.no_grad()
+    def collect(self, batches: Iterable[Mapping[str, Tensor]]) -> dict[str, np.ndarray]:
+        """Features of every window the batches hold (and of their mirror images), with each
+        window's sample index and target."""
+        from hms.transforms.augment import flip_batch
+
+        feats, index, target = [], [], []
+        device = self.features.band_masks.device
+        for batch in batches:
+            views = [batch, flip_batch(batch)] if self.flip_augment else [batch]
+            for view in views:
+                feats.append(self.features(view["eeg"].to(device)).cpu().numpy())
+                index.append(batch["index"].numpy())
+                target.append(batch["target"].numpy())
+        if not feats:
+            raise ValueError("no training windows to fit the feature model on")
+        return {
+            "features": np.concatenate(feats).astype(np.float32),
+            "index": np.concatenate(index).astype(np.int64),
+            "target": np.concatenate(target).astype(np.float64),
+        }
+
+    def fit(self, data: dict[str, np.ndarray], groups: Mapping[int, Any]) -> dict[str, Any]:
+        """Fit on ``collect``'s output; ``groups`` maps a sample index to its patient (the
+        early-stopping split keeps patients apart). Returns what was chosen."""
+        import lightgbm as lgb
+
+        x, index, target = data["features"], data["index"], data["target"]
+        target = target / target.sum(axis=1, keepdims=True)
+        _, inverse, counts = np.unique(index, return_inverse=True, return_counts=True)
+        weight = 1.0 / counts[inverse]  # every sample weighs 1, whatever its number of windows
+
+        patients = np.array([groups[int(i)] for i in index])
+        unique = np.unique(patients)
+        rng = np.random.default_rng(self.seed)
+        n_valid = round(self.valid_share * len(unique))
+        rounds = self.max_rounds
+        chosen: dict[str, Any] = {"n_windows": len(x), "n_samples": len(counts)}
+        if 0 < n_valid < len(unique):
+            valid = np.isin(patients, rng.choice(unique, n_valid, replace=False))
+            sets = []
+            for part in (~valid, valid):
+                fx, fy, fw, _ = soft_label_rows(x[part], target[part], weight[part])
+                sets.append(lgb.Dataset(fx, fy, weight=fw, free_raw_data=True))
+            sets[1].reference = sets[0]
+            booster = lgb.train(
+                self.params,
+                sets[0],
+                num_boost_round=self.max_rounds,
+                valid_sets=[sets[1]],
+                callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+            )
+            rounds = max(int(booster.best_iteration), 1)
+            chosen["valid_logloss"] = float(booster.best_score["valid_0"]["multi_logloss"])
+        fx, fy, fw, _ = soft_label_rows(x, target, weight)
+        booster = lgb.train(self.params, lgb.Dataset(fx, fy, weight=fw), num_boost_round=rounds)
+        trees, classes = lightgbm_trees(booster)
+        self.trees.set_trees(trees, classes)
+        self.booster = booster  # kept for inspection (feature importance); not saved
+        chosen["rounds"] = rounds
+        return chosen
