@@ -240,3 +240,22 @@ def test_sweep_through_submitit(tiny, tmp_path, shared_cache):
     for fold in (0, 1):
         _check_run(runs / f"fold{fold}")
     assert list((tmp_path / "outputs" / "runs" / "tiny").glob(".submitit/*"))
+
+
+@pytest.mark.parametrize("model", ("effnet_b0", "resnet1d_gru", "multispec_b0"))
+def test_short_training_lowers_the_training_loss(model, tiny, tmp_path, shared_cache):
+    """Each family learns: through hms.train with the demo's recipe for that model (its
+    model_scale file: input size, widths, no masks or dropout), 30 short epochs on a tiny training
+    fold bring the epoch-mean training KL well below where the first epochs start."""
+    root, _ = tiny
+    cfg = compose_train(
+        tmp_path, root, f"model={model}", f"model_scale=demo_{model}",
+        f"paths.cache_dir={shared_cache}", "stage1.epochs=30", "stage1.monitor=null",
+        "stage2.enabled=false", "data.batch_size=8", "model.lr=3e-3",
+    )  # fmt: skip
+    train(cfg)
+    logs = pd.read_csv(next(Path(cfg.run_dir).glob("logs/version_*/metrics.csv")))
+    loss = logs.groupby("epoch")["train/loss_epoch"].first().dropna()
+    assert len(loss) == 30
+    first, last = float(loss.iloc[:3].mean()), float(loss.iloc[-5:].mean())  # noisy: average
+    assert last < 0.75 * first, loss.round(3).tolist()

@@ -91,7 +91,7 @@ class HMSModule(pl.LightningModule):
         logits = self(batch)
         weight = batch["n_votes"] if self.hparams.loss_weight_by_votes else None
         loss = kl_loss(logits, batch["target"], weight)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(logits))
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

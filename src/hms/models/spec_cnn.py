@@ -43,7 +43,9 @@ class SpecCNN(nn.Module):
     false, so a checkpoint can be rebuilt without the file. ``eeg_spec`` / ``kaggle_spec`` are
     keyword arguments of ``EEGSpectrogram`` / ``KaggleSpectrogramImage`` (their ``layout`` is
     this model's). ``norm`` is a ``Normalize`` mode, applied per view; ``"dataset"`` needs
-    ``fit_normalization`` on training batches before training.
+    ``fit_normalization`` on training batches before training. ``antialias``: a map resized down
+    averages the pixels it merges instead of sampling two of them; the Kaggle rows are noisy
+    periodograms, and 300 rows sampled down to 64 columns keep their noise and lose their mean.
     """
 
     def __init__(
@@ -66,9 +68,11 @@ class SpecCNN(nn.Module):
         freq_mask: int = 0,
         n_masks: int = 1,
         channels_last: bool = False,
+        antialias: bool = True,
     ) -> None:
         super().__init__()
         self.views = list(views)
+        self.antialias = antialias
         if (
             not self.views
             or set(self.views) - set(VIEW_INPUT)
@@ -136,7 +140,9 @@ class SpecCNN(nn.Module):
         """One view's maps before normalisation, resized to ``map_size``."""
         maps = self.spectrograms[view].maps(batch[VIEW_INPUT[view]])
         if self.map_size is not None and list(maps.shape[-2:]) != self.map_size:
-            maps = F.interpolate(maps, size=self.map_size, mode="bilinear", align_corners=False)
+            maps = F.interpolate(
+                maps, self.map_size, mode="bilinear", align_corners=False, antialias=self.antialias
+            )
         return maps
 
     def maps(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -148,7 +154,13 @@ class SpecCNN(nn.Module):
         parts = [arrange(m, self.layout) for m in self.maps(batch).values()]
         image = torch.cat(parts, dim=COMBINE_DIM[self.combine]) if len(parts) > 1 else parts[0]
         if self.image_size is not None and list(image.shape[-2:]) != self.image_size:
-            image = F.interpolate(image, size=self.image_size, mode="bilinear", align_corners=False)
+            image = F.interpolate(
+                image,
+                self.image_size,
+                mode="bilinear",
+                align_corners=False,
+                antialias=self.antialias,
+            )
         if self.in_chans != image.shape[1]:
             image = image.expand(-1, self.in_chans, -1, -1)
         if self.channels_last:

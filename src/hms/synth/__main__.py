@@ -1,4 +1,5 @@
-"""``python -m hms.synth out_dir=DIR preset=tiny|demo|full seed=0``: write a synthetic dataset."""
+"""``python -m hms.synth out_dir=DIR preset=tiny|demo|large|full seed=0``: write a synthetic
+dataset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Sizes of the three built-in datasets: ``tiny`` for tests, ``demo`` for CPU training, ``full``
+"""Sizes of the built-in datasets: ``tiny`` for tests, ``demo`` for CPU training, ``large`` (5x the
+demo's training data) for the longer CPU recipe, ``full``
 at the scale of the HMS competition (1,950 patients, 17,000 EEGs, 106,800 label rows)."""
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ PRESETS: dict[str, Preset] = {
         rows_per_event=4.4,
         test_patients=20,
         test_eegs=100,
+        session_extra_s=(0, 200),
+    ),
+    # five times the demo's training data (test 40 patients, 300 EEGs): experiment=cpu_long,
+    # the longer CPU recipe (about an hour on 2 cores), shows what more data buys.
+    "large": Preset(
+        name="large",
+        train_patients=500,
+        train_sessions=2000,
+        train_eegs=3000,
+        rows_per_event=4.4,
+        test_patients=40,
+        test_eegs=300,
         session_extra_s=(0, 200),
     ),
     "full": Preset(
