@@ -16,7 +16,9 @@ of ``--repeats``, after a warm-up):
 
 Run from the repository root, on an otherwise idle machine:
 
-    python scripts/profile_step.py --models effnet_b0 resnet1d_gru multispec_b0 experiment=demo
+    python scripts/profile_step.py experiment=demo --models effnet_b0 resnet1d_gru multispec_b0
+
+(Hydra overrides first: ``--models`` takes every name after it.)
 """
 
 from __future__ import annotations
