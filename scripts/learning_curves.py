@@ -9,7 +9,7 @@ repository root, e.g.:
     python scripts/learning_curves.py outputs/runs/demo/resnet1d_gru/fold0 \\
         outputs/runs/demo/effnet_b0/fold0 --labels resnet effnet --out curves.png
 
-A run trained in two stages has one log per stage; the second stage's epochs follow the first's.
+A run trained in two stages shows the second stage's epochs after the first's, past a dotted line.
 """
 
 from __future__ import annotations
@@ -27,22 +27,29 @@ COLUMNS = {"train/loss_epoch": "train loss", "val/kl": "val KL", "val/kl_hq": "v
 
 
 def read_curves(run_dir: Path) -> pd.DataFrame:
-    """Per-epoch rows (epoch, stage, train loss, val KL, val KL hq) of one run, stages in order."""
+    """Per-epoch rows (epoch, stage, train loss, val KL, val KL hq) of one run, stages in order.
+
+    hms.train logs both stages through one logger, so a second stage appends to the same file with
+    its epochs counted from 0 again: a stage starts wherever the epoch number goes down (and with
+    each further ``version_*`` folder, e.g. after a resume)."""
     logs = sorted(
         Path(run_dir).glob("logs/version_*/metrics.csv"),
         key=lambda p: int(p.parent.name.split("_")[-1]),
     )
     if not logs:
         raise FileNotFoundError(f"{run_dir}: no logs/version_*/metrics.csv (train with logger=csv)")
-    frames, offset = [], 0
-    for stage, path in enumerate(logs, start=1):
-        raw = pd.read_csv(path)
+    frames, offset, stage = [], 0, 0
+    for path in logs:
+        raw = pd.read_csv(path).dropna(subset=["epoch"])
         cols = [c for c in COLUMNS if c in raw]
-        per_epoch = raw.groupby("epoch")[cols].first().reset_index()
-        per_epoch["epoch"] += offset + 1
-        per_epoch["stage"] = stage
-        offset = int(per_epoch["epoch"].max())
-        frames.append(per_epoch)
+        starts = raw["epoch"].diff().fillna(-1) < 0  # the first row, and every restart
+        raw = raw.assign(stage=stage + starts.cumsum())
+        for stage, rows in raw.groupby("stage", sort=True):
+            per_epoch = rows.groupby("epoch")[cols].first().reset_index()
+            per_epoch["epoch"] += offset + 1
+            per_epoch["stage"] = stage
+            offset = int(per_epoch["epoch"].max())
+            frames.append(per_epoch)
     return pd.concat(frames, ignore_index=True)
 
 

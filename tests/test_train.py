@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -41,6 +42,15 @@ def compose_train(tmp_path: Path, data_dir: Path, *overrides: str):
                 *overrides,
             ],
         )
+
+
+def _script(name: str):
+    """A module of scripts/ (not a package), loaded from its file."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +136,10 @@ def test_two_stages_oof_and_resume(tiny, tmp_path, shared_cache):
     index, probs = predict_loader(module, dm.val_dataloader())
     assert np.array_equal(dm.train_cache.samples["sample_id"].to_numpy()[index], oof["sample_id"])
     np.testing.assert_allclose(probs, oof[list(VOTE_COLUMNS)].to_numpy(), atol=1e-5)
+    # Both stages log to one CSV file; the learning-curve script tells them apart.
+    curves = _script("learning_curves").read_curves(run_dir)
+    assert curves["stage"].tolist() == [1, 1, 2] and curves["epoch"].tolist() == [1, 2, 3]
+    assert curves["val/kl"].notna().all() and curves["train/loss_epoch"].notna().all()
 
     # Resume from the stage-1 checkpoint: stage 1 goes on to its last epoch, then stage 2.
     resumed = compose_train(
