@@ -24,7 +24,7 @@ from hms.data.describe import (
 from hms.data.io import read_eeg, read_spectrogram
 from hms.data.preprocess import preprocess_recording
 from hms.errors import HMSDataError
-from hms.synth.compare import comparison_table
+from hms.synth.compare import compare, comparison_table
 
 
 def test_real_files_give_the_figures_measured_by_hand(kaggle_dir):
@@ -136,6 +136,14 @@ def test_bad_folders_are_named(tmp_path, kaggle_dir):
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 2 and "123.parquet" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "hms.synth.compare"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2 and "real=DIR" in result.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(HMSDataError, match="cannot create the output folder"):
+        compare({"real": kaggle_dir}, 10, 0, blocker / "out")  # refused before any work
 
 
 def test_window_past_the_end_of_its_recording_is_reported(tiny, tmp_path):

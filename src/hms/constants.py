@@ -40,6 +40,11 @@ MIRROR.update({v: k for k, v in list(MIRROR.items())})
 CLASSES: tuple[str, ...] = ("seizure", "lpd", "gpd", "lrda", "grda", "other")
 CONSENSUS_NAMES: tuple[str, ...] = ("Seizure", "LPD", "GPD", "LRDA", "GRDA", "Other")
 VOTE_COLUMNS: tuple[str, ...] = tuple(f"{c}_vote" for c in CLASSES)
+# One colour per class in every figure (Okabe-Ito: distinguishable with common colour blindness).
+CLASS_COLORS: dict[str, str] = {
+    "seizure": "#D55E00", "lpd": "#E69F00", "gpd": "#CC79A7",
+    "lrda": "#0072B2", "grda": "#56B4E9", "other": "#BBBBBB",
+}  # fmt: skip
 N_CLASSES = len(CLASSES)
 
 TRAIN_COLUMNS: tuple[str, ...] = (

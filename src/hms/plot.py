@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 
 from hms.constants import (
     CHAIN_NAMES,
+    CLASS_COLORS,
     CLASSES,
     CONSENSUS_NAMES,
     LABEL_SECONDS,
@@ -45,11 +46,6 @@ from hms.constants import (
 from hms.data.io import atomic_path
 from hms.errors import HMSDataError
 
-# One colour per class everywhere (Okabe-Ito: distinguishable with common colour blindness).
-CLASS_COLORS: dict[str, str] = {
-    "seizure": "#D55E00", "lpd": "#E69F00", "gpd": "#CC79A7",
-    "lrda": "#0072B2", "grda": "#56B4E9", "other": "#BBBBBB",
-}  # fmt: skip
 LABELS = dict(zip(CLASSES, CONSENSUS_NAMES, strict=True))
 
 
@@ -583,74 +579,6 @@ def sample_figure(
         )
         fig.text(0.5, 0.005, text, ha="center", fontsize=8)
     return save(fig, path)
-
-
-# --------------------------------------------------------------------------- real vs built-in
-
-
-STAT_LABELS: dict[str, str] = {
-    "delta": "delta share (0.5-4 Hz)",
-    "theta": "theta share (4-8 Hz)",
-    "alpha": "alpha share (8-13 Hz)",
-    "beta": "beta share (13-20 Hz)",
-    "spec_power": "spectrogram power (sum, log)",
-    "spec_nan": "spectrogram values missing",
-    "amplitude_uv": "bipolar SD, µV (log)",
-    "kurtosis": "bipolar kurtosis",
-    "neighbour_corr": "neighbour-derivation corr.",
-    "eeg_nan": "EEG samples missing",
-    "flat_channels": "flat scalp channels",
-}
-_LOG_STATS = ("spec_power", "amplitude_uv")
-
-
-def compare_figure(
-    frames: Mapping[str, pd.DataFrame], folders: Mapping[str, str | Path] | None = None
-) -> plt.Figure:
-    """``hms.synth.compare``'s picture: per statistic, a box (median, IQR, 5-95 %) for every
-    folder and, where a folder is labelled, for each class; the real folder's median as a dashed
-    line, so that one sees at a glance whether it sits inside the built-in boxes."""
-    from hms.data.describe import STATS, iter_groups
-
-    boxes: list[tuple[str, str, pd.DataFrame]] = []  # (dataset, group, units)
-    for name, frame in frames.items():
-        boxes += [(name, group, part) for group, part in iter_groups(frame)]
-    cols = 4
-    rows = -(-len(STATS) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
-    palette = {"real": "#000000", "synth": "#0072B2"}
-    for ax, stat in zip(axes.flat, STATS, strict=False):
-        data, labels, colors = [], [], []
-        for dataset, group, part in boxes:
-            values = part[stat].dropna().to_numpy()
-            if len(values) == 0:
-                continue
-            data.append(values)
-            labels.append(dataset if group == "all" else f"{dataset}: {group}")
-            colors.append(CLASS_COLORS.get(group.lower(), palette.get(dataset, "#777777")))
-        if not data:
-            ax.set_visible(False)
-            continue
-        parts = ax.boxplot(data, whis=(5, 95), showfliers=False, patch_artist=True, widths=0.6)
-        for patch, color in zip(parts["boxes"], colors, strict=True):
-            patch.set(facecolor=color, alpha=0.45, edgecolor=color)
-        for median in parts["medians"]:
-            median.set(color="black")
-        if "real" in frames and frames["real"][stat].notna().any():
-            ax.axhline(float(frames["real"][stat].median()), color="black", ls="--", lw=1)
-        if stat in _LOG_STATS:
-            ax.set_yscale("log")
-        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_title(STAT_LABELS.get(stat, stat), fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(STATS) :]:
-        ax.axis("off")
-    if folders:
-        text = "\n".join(f"{k}: {v}" for k, v in folders.items())
-        text += "\nboxes: median, IQR, 5-95 %; dashed: the real median"
-        list(axes.flat)[-1].text(0, 0.5, text, fontsize=8, va="center", wrap=True)
-    fig.tight_layout()
-    return fig
 
 
 # --------------------------------------------------------------------------- command line
