@@ -232,3 +232,20 @@ def test_resnet1d_gru_18_channels_and_overfit() -> None:
     assert_overfits(model, batch, steps=15, lr=1e-2)
     with pytest.raises(ValueError, match="18 channels"):
         model(make_batch(1, n_channels=16, t=2000))
+
+
+def test_only_hms_networks_can_be_built():
+    """A checkpoint's net_class is a stranger's string: only nn.Module classes defined in
+    hms.models are built from it."""
+    from hms.models.module import net_class_from
+    from hms.models.spec_cnn import SpecCNN
+
+    assert net_class_from("hms.models.spec_cnn.SpecCNN") is SpecCNN
+    for hostile in (
+        "subprocess.run", "os.system", "builtins.eval", "hms.models.spec_cnn.timm",
+        "hms.models.module.Augment", "hms.models.module.net_class_from", "hms.models", None,
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match="not an hms network"):
+            net_class_from(hostile)
+    with pytest.raises(ImportError, match="cannot import"):
+        net_class_from("hms.models.spec_cnn.NoSuchNet")

@@ -321,12 +321,33 @@ def _missing_checkpoint(data: Path, weights: Path, tmp: Path) -> tuple[Path, Pat
     return data, weights_variant(weights, tmp / "w", edit), r"checkpoints not found: .*fold4"
 
 
+def _checkpoint_outside_the_folder(data: Path, weights: Path, tmp: Path) -> tuple[Path, Path, str]:
+    def edit(spec: dict) -> None:
+        spec["members"]["effnet_b0"]["checkpoints"][0] = f"../{weights.name}/effnet_b0/fold0.ckpt"
+
+    return data, weights_variant(weights, tmp / "w", edit), r"outside the weights folder"
+
+
+def _hostile_checkpoint(data: Path, weights: Path, tmp: Path) -> tuple[Path, Path, str]:
+    """A checkpoint whose hyperparameters name a callable outside hms.models."""
+    variant = weights_variant(weights, tmp / "w", lambda spec: None)
+    target = variant / "effnet_b0" / "fold0.ckpt"
+    ckpt = torch.load(target, map_location="cpu", weights_only=True)
+    marker = tmp / "ran"
+    ckpt["hyper_parameters"]["net_class"] = "subprocess.run"
+    ckpt["hyper_parameters"]["net"] = {"args": f"touch {marker}", "shell": True}
+    target.unlink()
+    torch.save(ckpt, target)
+    message = r"effnet_b0/fold0\.ckpt: cannot rebuild .*'subprocess\.run' is not an hms network"
+    return data, variant, message
+
+
 BAD_INPUTS = {
     f.__name__.strip("_"): f
     for f in (
         _missing_eeg, _renamed_column, _eeg_without_a_channel, _empty_test_csv, _no_test_folder,
         _no_ensemble_json, _checkpoint_of_another_model, _not_a_checkpoint, _plain_torch_file,
-        _missing_checkpoint,
+        _missing_checkpoint, _checkpoint_outside_the_folder, _hostile_checkpoint,
     )
 }  # fmt: skip
 
@@ -340,6 +361,7 @@ def test_bad_input_is_named_and_writes_nothing(case, weights, tiny, tmp_path):
     with pytest.raises(HMSDataError, match=message):
         predict(test_path, weights_dir, out, device="cpu", progress=False)
     assert not out.exists() and not list(tmp_path.glob("out/.*"))
+    assert not (tmp_path / "ran").exists()  # the hostile checkpoint's command never ran
 
 
 def test_a_failed_run_keeps_the_previous_submission(weights, tiny, tmp_path):

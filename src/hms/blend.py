@@ -137,6 +137,15 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
         files = list(member.get("checkpoints") or [])
         if not files:
             raise HMSDataError(path, f"member {name!r} lists no checkpoint")
+        outside = [  # relative paths below the folder only (a file there may be a symlink)
+            f
+            for f in files
+            if not isinstance(f, str) or Path(f).is_absolute() or ".." in Path(f).parts
+        ]
+        if outside:  # a weights folder is self-contained: ensemble.json names nothing elsewhere
+            raise HMSDataError(
+                path, f"member {name!r}: checkpoints outside the weights folder: {outside}"
+            )
         missing = [f for f in files if not (weights_dir / f).is_file()]
         if missing:
             raise HMSDataError(weights_dir, f"member {name!r}: checkpoints not found: {missing}")

@@ -73,7 +73,9 @@ def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 
             eeg = 30 * torch.randn(2, channels, WINDOW_SAMPLES, generator=gen)
             kaggle = torch.rand(2, SPEC_WINDOW_ROWS, 400, generator=gen) * 10
             for rel in spec.checkpoints[name]:
-                module = HMSModule.load_from_checkpoint(weights_dir / rel, map_location="cpu")
+                module = HMSModule.load_from_checkpoint(
+                    weights_dir / rel, map_location="cpu", weights_only=True
+                )
                 module.eval()
                 wrapped = ProbabilityModel(module.net, module.hparams.tta_flip)
                 with torch.no_grad():

@@ -135,7 +135,12 @@ def _resume_stage(ckpt_path: str | None) -> str | None:
     path = Path(ckpt_path)
     if not path.is_file():
         raise HMSDataError(path, "checkpoint to resume from not found")
-    stage = torch.load(path, map_location="cpu", weights_only=False).get("hms_stage", "stage1")
+    try:  # tensors and plain data only: a checkpoint may come from anywhere
+        stage = torch.load(path, map_location="cpu", weights_only=True).get("hms_stage", "stage1")
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise HMSDataError(
+            path, f"not a checkpoint hms can resume from ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from exc
     if stage not in STAGES:
         raise HMSDataError(path, f"checkpoint of unknown stage {stage!r}")
     return stage
@@ -192,9 +197,14 @@ def _fit_stage(
         default_root_dir=str(run_dir),
     )
     module.train()  # the previous stage's OOF prediction left it in eval mode
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path if stage == resume else None)
+    trainer.fit(
+        module,
+        datamodule=dm,
+        ckpt_path=cfg.ckpt_path if stage == resume else None,
+        weights_only=True,  # a resumed checkpoint is read as tensors and plain data only
+    )
     if checkpoint.best_model_path:  # the best epoch of this stage, not the last
-        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
     return trainer, checkpoint.best_model_path, monitor or "last epoch"
 

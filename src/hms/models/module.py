@@ -25,14 +25,38 @@ from hms.metrics import HQ_VOTES, kl_terms
 from hms.models.losses import kl_loss
 from hms.transforms.augment import Augment, flip_batch
 
+NET_PACKAGE = "hms.models."
 
-def import_object(path: str) -> Any:
-    """``"package.module.Name"`` -> the object, with an error that says which part is missing."""
+
+def net_class_from(path: str) -> type[nn.Module]:
+    """The network class that a config or a checkpoint names, e.g.
+    ``"hms.models.spec_cnn.SpecCNN"``.
+
+    Only ``nn.Module`` classes defined in the ``hms.models`` package are accepted: a checkpoint
+    is a file from a stranger, and the name it carries must not reach an arbitrary callable
+    (``"subprocess.run"`` with ``net={"args": ...}`` would otherwise run a command). Anything
+    else raises ``ValueError``; a name that does not exist raises ``ImportError``.
+    """
+    if not isinstance(path, str) or not path.startswith(NET_PACKAGE):
+        raise ValueError(
+            f"net_class {path!r} is not an hms network: only nn.Module classes of the "
+            "hms.models package can be built"
+        )
     module_name, _, name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), name)
+        obj = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ImportError(f"cannot import {path!r}: {exc}") from exc
+    if not (
+        isinstance(obj, type)
+        and issubclass(obj, nn.Module)
+        and obj.__module__.startswith(NET_PACKAGE)
+    ):
+        raise ValueError(
+            f"net_class {path!r} is not an hms network: only nn.Module classes defined in the "
+            "hms.models package can be built"
+        )
+    return obj
 
 
 class HMSModule(pl.LightningModule):
@@ -51,7 +75,7 @@ class HMSModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net: nn.Module = import_object(net_class)(**dict(net or {}))
+        self.net: nn.Module = net_class_from(net_class)(**dict(net or {}))
         self.augment = Augment(**dict(augment or {}))
         self._val: list[dict[str, Tensor]] = []
         self.stage = "stage1"  # set by hms.train; saved in checkpoints so a resume knows where
