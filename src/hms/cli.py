@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import hms
-from hms.errors import HMSDataError
+from hms.errors import HMSDataError, HMSRunError
 
 
 def conf_dir() -> Path:
@@ -27,7 +27,9 @@ def hydra_main(config_name: str) -> Callable:
     """``hydra.main`` bound to hms's config folder, with data errors reported in one line.
 
     A bad input (``HMSDataError``) ends the command with its message and exit status 2 instead
-    of a traceback: the message already names the file and the problem.
+    of a traceback: the message already names the file and the problem. A run that could not
+    finish for another reason (``HMSRunError``: a killed worker process) ends the same way with
+    exit status 1.
     """
     import hydra
 
@@ -39,6 +41,9 @@ def hydra_main(config_name: str) -> Callable:
             except HMSDataError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 raise SystemExit(2) from None
+            except HMSRunError as exc:  # not the input's fault: a killed worker, a full disk
+                print(f"error: {exc}", file=sys.stderr)
+                raise SystemExit(1) from None
 
         return hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(
             guarded

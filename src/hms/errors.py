@@ -15,3 +15,8 @@ class HMSDataError(ValueError):
 
     def __reduce__(self):  # keep (path, problem) when raised in a worker process
         return (type(self), (self.path, self.problem))
+
+
+class HMSRunError(RuntimeError):
+    """A run that could not finish for a reason outside its input data (a worker process killed,
+    out of memory, a full disk). Commands end with its one-line message, exit status 1."""

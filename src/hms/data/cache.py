@@ -35,7 +35,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -45,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from hms.constants import (
     EEG_CHANNELS,
@@ -61,6 +59,7 @@ from hms.data.labels import merge_samples
 from hms.data.preprocess import RecordingSettings, clip_to_dtype, preprocess_recording
 from hms.data.spectrogram import kaggle_spectrogram
 from hms.errors import HMSDataError
+from hms.parallel import run_jobs
 
 CACHE_VERSION = 1
 N_CHANNELS = len(EEG_CHANNELS)
@@ -254,20 +253,8 @@ def _computed_spec_job(args) -> tuple[int, float, float]:
 
 
 def _run(jobs, fn, workers: int, desc: str, progress: bool) -> list:
-    results = []
-    bar = tqdm(total=len(jobs), desc=desc, unit="file", disable=not progress, leave=False)
-    if workers <= 1 or len(jobs) < 4:
-        for job in jobs:
-            results.append(fn(job))
-            bar.update()
-    else:
-        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-        with ctx.Pool(workers) as pool:
-            for res in pool.imap_unordered(fn, jobs, chunksize=8):
-                results.append(res)
-                bar.update()
-    bar.close()
-    return results
+    start = "fork" if hasattr(os, "fork") else "spawn"
+    return run_jobs(fn, jobs, workers, desc, "file", progress, start, chunksize=8, min_jobs=4)
 
 
 # --------------------------------------------------------------------------- build

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import shutil
 import time
 from dataclasses import asdict
@@ -13,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hms.constants import CONSENSUS_NAMES, VOTE_COLUMNS
 from hms.data.io import atomic_path, write_csv
+from hms.parallel import run_jobs
 from hms.synth.plan import Plan, Session, make_plan
 from hms.synth.presets import get_preset
 from hms.synth.render import render_session
@@ -96,20 +95,10 @@ def _render_all(plan: Plan, out: Path, workers: int, progress: bool) -> list[dic
     for name in OUR_DIRS:
         (out / name).mkdir(parents=True, exist_ok=True)
     tasks = [(s, plan.seed, str(out)) for s in sessions]
-    bar = tqdm(total=len(tasks), desc="synth sessions", unit="session", disable=not progress)
-    stats = []
-    if workers <= 1:
-        for t in tasks:
-            stats.append(_render_task(t))
-            bar.update()
-    else:
-        ctx = mp.get_context("spawn")  # safe whatever the parent imported (torch, threads)
-        with ctx.Pool(workers) as pool:
-            for st in pool.imap_unordered(_render_task, tasks, chunksize=4):
-                stats.append(st)
-                bar.update()
-    bar.close()
-    return stats
+    # spawn: safe whatever the parent imported (torch, threads)
+    return run_jobs(
+        _render_task, tasks, workers, "synth sessions", "session", progress, chunksize=4
+    )
 
 
 def _summary(plan: Plan, tables: dict[str, Any], stats: list[dict[str, float]]) -> dict[str, Any]:
