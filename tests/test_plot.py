@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hms.errors import HMSDataError
 from hms.metrics import kl_divergence, normalize_votes
 from hms.plot import _confusion, _kl_by_votes, load_sample, per_class_kl, sample_figure
 
@@ -45,6 +46,8 @@ def test_sample_of_the_real_kaggle_test_files(kaggle_dir, tmp_path):
     assert "853520.parquet" in sample["spec_source"]
     assert np.isfinite(sample["spec"]).any()
     assert sample_figure(kaggle_dir, 3911565283, tmp_path / "k.png").stat().st_size > 50_000
+    with pytest.raises(HMSDataError, match=r"train\.csv: has no label rows: choose .*eeg_id=N"):
+        load_sample(kaggle_dir)  # the real train.csv is a header without rows
 
 
 def test_cli_and_unknown_id(tmp_path):

@@ -257,13 +257,15 @@ def test_hydra_cli(tmp_path):
     out = tmp_path / "cli"
     proc = subprocess.run(
         [sys.executable, "-m", "hms.synth", f"out_dir={out}", "preset=tiny", "seed=2",
-         "labels_only=true", "workers=1"],
+         "labels_only=true", "workers=1", "presets={tiny: {train_eegs: 20}}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert (out / "train.csv").is_file() and (out / "synth_meta.json").is_file()
     assert not (tmp_path / "outputs").exists() and not list(tmp_path.glob("*.log"))
     assert '"train_rows"' in proc.stdout
+    meta = json.loads((out / "synth_meta.json").read_text())
+    assert meta["preset"]["train_eegs"] == 20  # the documented presets={...} override applies
 
 
 # --------------------------------------------------------------------------- physics

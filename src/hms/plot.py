@@ -326,6 +326,10 @@ def load_sample(data_dir: str | Path, eeg_id: int | None = None, sub_id: int | N
     if layout.csv("train").is_file():
         train = layout.read_csv("train")
         if eeg_id is None:
+            if train.empty:
+                raise HMSDataError(
+                    layout.csv("train"), "has no label rows: choose a recording with eeg_id=N"
+                )
             n = train[list(VOTE_COLUMNS)].sum(axis=1)
             eeg_id = int(train.loc[n.idxmax(), "eeg_id"])
         rows = train[train["eeg_id"] == int(eeg_id)].sort_values("eeg_sub_id")
@@ -347,6 +351,8 @@ def load_sample(data_dir: str | Path, eeg_id: int | None = None, sub_id: int | N
         rows = test[test["eeg_id"] == int(eeg_id)]
         if len(rows):
             split, row = "test", rows.iloc[0]
+    if split is None and eeg_id is None:
+        raise HMSDataError(layout.root, "no train.csv with label rows: choose eeg_id=N")
     if split is None:
         raise HMSDataError(layout.root, f"eeg_id {eeg_id} is in neither train.csv nor test.csv")
     eeg_path = layout.eeg(split, int(row["eeg_id"]))
