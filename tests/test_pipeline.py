@@ -11,9 +11,14 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
+from omegaconf import OmegaConf
 
 from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
+from hms.errors import HMSDataError
 from hms.metrics import kl_divergence
+from hms.pipeline import ensure_data
+from hms.synth.generate import PARTIAL_NAME
 
 
 def test_pipeline_trains_ensembles_predicts_and_scores(tiny, tmp_path):
@@ -61,3 +66,19 @@ def test_pipeline_trains_ensembles_predicts_and_scores(tiny, tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("reusing") == 6
+
+
+def test_an_interrupted_synthesis_is_not_taken_for_data(tmp_path):
+    """A killed hms.synth leaves train.csv beside its partial marker: the pipeline regenerates
+    the built-in dataset (or, for a folder it was not asked to generate, says so)."""
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "train.csv").write_text("eeg_id\n")  # what a generation killed midway leaves
+    (data / PARTIAL_NAME).write_text("{}")
+    cfg = OmegaConf.create({"data_dir": str(data), "synth_preset": None, "synth_seed": 0})
+    with pytest.raises(HMSDataError, match=r"interrupted python -m hms\.synth"):
+        ensure_data(cfg)
+    cfg.synth_preset = "tiny"
+    assert ensure_data(cfg) == data
+    assert (data / "synth_meta.json").is_file() and not (data / PARTIAL_NAME).exists()
+    assert len(pd.read_csv(data / "train.csv")) > 0

@@ -66,11 +66,19 @@ def _common(cfg: DictConfig) -> list[str]:
 
 
 def ensure_data(cfg: DictConfig) -> Path:
-    """The data folder; the built-in dataset is generated there when it is absent."""
+    """The data folder; the built-in dataset is generated there when it is absent, or when a
+    generation was interrupted there (its ``train.csv`` alone does not make it complete)."""
+    from hms.synth.generate import PARTIAL_NAME
+
     data_dir = Path(cfg.data_dir)
-    if (data_dir / "train.csv").is_file():
+    interrupted = (data_dir / PARTIAL_NAME).exists()
+    if (data_dir / "train.csv").is_file() and not interrupted:
         return data_dir
     if cfg.synth_preset is None:
+        if interrupted:
+            raise HMSDataError(
+                data_dir, "an interrupted python -m hms.synth left this folder incomplete"
+            )
         raise HMSDataError(data_dir, "no train.csv here (give data_dir=... an HMS-layout folder)")
     from hms.synth import generate
 
