@@ -53,10 +53,18 @@ def read_curves(run_dir: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def plot(curves: dict[str, pd.DataFrame], out: Path, title: str | None = None) -> None:
+def plot(
+    curves: dict[str, pd.DataFrame], out: Path, title: str | None = None, cols: int | None = None
+) -> None:
     n = len(curves)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), sharey=True, squeeze=False)
-    for ax, (label, frame) in zip(axes[0], curves.items(), strict=True):
+    cols = min(cols or n, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.4), sharey=True, squeeze=False
+    )
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, (label, frame) in zip(axes.flat[:n], curves.items(), strict=True):
         for col, name in COLUMNS.items():
             if col in frame:
                 rows = frame[["epoch", col]].dropna()
@@ -68,7 +76,8 @@ def plot(curves: dict[str, pd.DataFrame], out: Path, title: str | None = None) -
         ax.set_title(label)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("KL divergence")
+    for row in axes:
+        row[0].set_ylabel("KL divergence")
     axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
@@ -84,6 +93,7 @@ def main() -> None:
     parser.add_argument("--labels", nargs="*", default=None, help="one title per run")
     parser.add_argument("--out", type=Path, default=Path("learning_curves.png"))
     parser.add_argument("--title", default=None)
+    parser.add_argument("--cols", type=int, default=None, help="panels per row (default: all)")
     args = parser.parse_args()
     labels = args.labels or [f"{r.parent.name} {r.name}" for r in args.runs]
     if len(labels) != len(args.runs):
@@ -92,7 +102,7 @@ def main() -> None:
     for label, frame in curves.items():
         print(f"## {label}")
         print(frame.round(3).to_string(index=False))
-    plot(curves, args.out, args.title)
+    plot(curves, args.out, args.title, args.cols)
     print(f"wrote {args.out}")
 
 
