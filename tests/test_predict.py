@@ -364,6 +364,16 @@ def test_bad_input_is_named_and_writes_nothing(case, weights, tiny, tmp_path):
     assert not (tmp_path / "ran").exists()  # the hostile checkpoint's command never ran
 
 
+def test_an_unwritable_output_is_refused_before_the_work(weights, tiny, tmp_path):
+    root, _ = tiny
+    data = copy_kaggle_test(root, tmp_path / "data")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(HMSDataError, match=r"a_file/sub\.csv: cannot write the submission here"):
+        predict(data, weights, blocker / "sub.csv", device="cpu", progress=False)
+    assert not list((tmp_path / "data").glob("**/.*tmp"))
+
+
 def test_a_failed_run_keeps_the_previous_submission(weights, tiny, tmp_path):
     root, _ = tiny
     data = copy_kaggle_test(root, tmp_path / "data")

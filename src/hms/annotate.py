@@ -48,7 +48,7 @@ from hms.constants import (
     SPEC_WINDOW_ROWS,
     WINDOW_SAMPLES,
 )
-from hms.data.io import atomic_dir, atomic_path, write_csv
+from hms.data.io import atomic_dir, atomic_path, check_writable, write_csv
 from hms.data.preprocess import RecordingSettings, WindowSettings, as_stored
 from hms.data.preprocess import preprocess_recording as _filter
 from hms.data.preprocess import window_to_bipolar as _bipolar
@@ -69,7 +69,7 @@ def window_starts(n_samples: int, step_s: float, path: Path | None = None) -> np
     """Start samples (200 Hz) of the 50-s windows, every ``step_s`` from the recording's start."""
     step = round(step_s * SAMPLE_RATE)
     if step < 1:
-        raise ValueError(f"step_s must be at least {1 / SAMPLE_RATE} s, got {step_s}")
+        raise HMSDataError(None, f"step_s must be at least {1 / SAMPLE_RATE} s, got {step_s}")
     if n_samples < WINDOW_SAMPLES:
         raise HMSDataError(
             path,
@@ -179,8 +179,13 @@ def annotate(
 
     t0 = time.perf_counter()
     weights_dir, out_dir = Path(weights_dir), Path(out_dir)
+    # Arguments and the output location first: nothing is read or computed for a run that
+    # could not finish.
     if chunk_windows < 1 or batch_size < 1:
-        raise ValueError("chunk_windows and batch_size must be at least 1")
+        raise HMSDataError(None, "chunk_windows and batch_size must be at least 1")
+    if round(step_s * SAMPLE_RATE) < 1:
+        raise HMSDataError(None, f"step_s must be at least {1 / SAMPLE_RATE} s, got {step_s}")
+    check_writable(out_dir, "annotation folder")
     # Cheap checks first: the weights folder, the recording's channels and length.
     _, window_settings = member_settings(read_ensemble(weights_dir), weights_dir)
     midline = any(w.midline for w in window_settings.values())

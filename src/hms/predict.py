@@ -42,7 +42,7 @@ from omegaconf import DictConfig
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec, blend, read_ensemble
 from hms.cli import hydra_main
 from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
-from hms.data.io import HMSLayout, read_sample_submission, write_csv
+from hms.data.io import HMSLayout, check_writable, read_sample_submission, write_csv
 from hms.data.preprocess import RecordingSettings, WindowSettings
 from hms.errors import HMSDataError
 
@@ -358,6 +358,8 @@ def predict(
         raise HMSDataError(layout.root, "test folder not found")
     test = layout.read_csv(SPLIT)
     columns = _output_columns(layout, test)
+    if out is not None:
+        check_writable(out, "submission")
     recording, window = member_settings(spec, weights_dir)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)

@@ -76,6 +76,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_writable(path: str | Path, what: str = "output") -> Path:
+    """Raise ``HMSDataError`` now, before any work, if ``path`` (a file or folder to be written)
+    could not be created: the nearest existing ancestor must be a writable folder."""
+    path = Path(path).expanduser()
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HMSDataError(path, f"cannot write the {what} here: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HMSDataError(path, f"cannot write the {what} here: {parent} is not writable")
+    return path
+
+
 def write_csv(df: pd.DataFrame, path: str | Path, **kwargs) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, **kwargs)

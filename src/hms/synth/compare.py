@@ -9,7 +9,6 @@ the per-unit table, the summary and a picture (``compare.png``), each atomically
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from omegaconf import DictConfig
 from hms.cli import hydra_main
 from hms.constants import CLASS_COLORS
 from hms.data.describe import STATS, describe_folder, iter_groups, summarise
-from hms.data.io import atomic_path, write_csv
+from hms.data.io import atomic_path, check_writable, write_csv
 from hms.errors import HMSDataError
 
 
@@ -133,13 +132,7 @@ def compare(
     if max_units is not None and max_units < 1:
         raise HMSDataError(None, f"max_units must be >= 1 or null, not {max_units}")
     if out is not None:
-        out = Path(out).expanduser()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HMSDataError(out, f"cannot create the output folder: {exc.strerror}") from exc
-        if not os.access(out, os.W_OK):
-            raise HMSDataError(out, "output folder is not writable")
+        out = check_writable(out, "output folder")
     frames = {
         name: describe_folder(Path(path).expanduser(), max_units=max_units, seed=seed)
         for name, path in folders.items()
