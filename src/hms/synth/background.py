@@ -1,11 +1,14 @@
-"""Background EEG of a patient: 1/f activity with a posterior alpha rhythm or diffuse slowing,
-spatially smoothed over the scalp, a common reference signal, electrode offsets and drift, line
-noise, and the EKG channel with its leak into the scalp channels.
+"""Background EEG of a patient: 1/f activity with diffuse delta slowing, a posterior rhythm in
+the rarer awake patient, frontal beta under sedation, spatially smoothed over the scalp with a
+local share per electrode, an amplitude that fluctuates over seconds (or alternates between
+bursts and suppressions), a common reference signal, electrode offsets and drift, line noise, and
+the EKG channel with its leak into the scalp channels.
 
 Noise is shaped in the frequency domain (one FFT per file), so a file costs milliseconds. The
 power spectral densities are in the units of ``hms.data.spectrogram`` (µV²/Hz of a Hann
 periodogram), so the expected spectrogram of the background can be written down exactly
-(``pair_psd``) for the rows of a session that have no EEG file.
+(``pair_psd`` times ``row_power``) for the rows of a session that have no EEG file. Which figure
+each choice rests on: docs/synth.md, "The ICU background".
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import signal as sps
 
-from hms.constants import SAMPLE_RATE
+from hms.constants import SAMPLE_RATE, SPEC_NFFT
 from hms.synth.fields import (
     N_SCALP,
     gaussian_field,
@@ -35,7 +38,13 @@ BETA_WEIGHTS = 0.5 + 0.5 * gaussian_field((-0.3, 0.4), 0.6, 1.0)
 if TYPE_CHECKING:
     from hms.synth.plan import Patient
 
-REFERENCE_UV = (5.0, 30.0)  # common reference activity: identical on every scalp channel
+REFERENCE_SHARE = (0.3, 1.5)  # common reference activity, times the patient's amplitude
+# Patterns are drawn at a visibility (peak over background) times this many µV per µV of the
+# background's RMS in the bipolar montage, 0.5-20 Hz (``visible_rms``): the mean ratio of the
+# source amplitude to that RMS in generator 1.0, so that a pattern stands out of its background
+# as much as it did there (docs/synth.md).
+VISIBILITY_SCALE = 1.66
+COURSE_HZ = 20  # time grid of a session's amplitude course (its changes are slower than 0.1 s)
 
 
 def _bump(f: np.ndarray, centre: float, width: float) -> np.ndarray:
@@ -71,11 +80,29 @@ def source_psd(patient: Patient, f: np.ndarray) -> np.ndarray:
 
 
 def pair_psd(patient: Patient, f: np.ndarray) -> np.ndarray:
-    """(16, len(f)) PSD of the background in the 16 bipolar pairs of the spectrogram chains."""
+    """(16, len(f)) PSD of the background in the 16 bipolar pairs of the spectrogram chains.
+
+    The mixed share of the sources is smoothed over the scalp (the common reference and shared
+    sources cancel in a pair); the local share is each electrode's own and adds in a pair."""
     k = mixing_kernel()
     anode, cathode = spectrogram_pairs()
-    d = k[anode] - k[cathode]  # the common reference and shared sources cancel in a pair
-    return (d**2) @ source_psd(patient, f)
+    d = k[anode] - k[cathode]
+    s = source_psd(patient, f)
+    local = patient.local_share
+    return (1.0 - local) * (d**2) @ s + local * (s[anode] + s[cathode])
+
+
+def visible_rms(patient: Patient) -> float:
+    """µV RMS of the background in the 16 bipolar pairs between 0.5 and 20 Hz: the amplitude a
+    reader sees in the double banana, the unit of a pattern's visibility."""
+    f = np.linspace(0.5, 20.0, 391)
+    power = 2.0 * pair_psd(patient, f).mean(axis=0)  # two-sided densities
+    return float(np.sqrt(np.sum(0.5 * (power[1:] + power[:-1]) * np.diff(f))))
+
+
+def pattern_scale(patient: Patient) -> float:
+    """µV of pattern peak per unit of visibility for this patient's background."""
+    return VISIBILITY_SCALE * visible_rms(patient)
 
 
 def shaped_noise(rng: np.random.Generator, psd: np.ndarray, n: int, fs: float) -> np.ndarray:
@@ -93,15 +120,18 @@ def shaped_noise(rng: np.random.Generator, psd: np.ndarray, n: int, fs: float) -
 def background(
     rng: np.random.Generator, patient: Patient, n: int, gain: np.ndarray, fs: int = SAMPLE_RATE
 ) -> np.ndarray:
-    """(n, 19) µV background of the scalp channels; ``gain`` (n,) the session's slow drift."""
+    """(n, 19) µV background of the scalp channels; ``gain`` (n,) its amplitude course
+    (``AmplitudeCourse``: drift over minutes, fluctuation over seconds, bursts)."""
     nfft = sfft.next_fast_len(n, real=True)
     f = np.fft.rfftfreq(nfft, 1.0 / fs)
-    src = shaped_noise(rng, source_psd(patient, f), nfft, fs)[:n]
-    x = src @ mixing_kernel().T.astype(np.float32)
+    psd = source_psd(patient, f)
+    src = shaped_noise(rng, psd, nfft, fs)[:n]
+    mixed, local = np.float32(1.0 - patient.local_share), np.float32(patient.local_share)
+    x = np.sqrt(mixed) * (src @ mixing_kernel().T.astype(np.float32))
+    x += np.sqrt(local) * shaped_noise(rng, psd, nfft, fs)[:n]
     x *= gain[:, None].astype(np.float32)
-    ref_psd = (
-        _pink(f, patient.pink_beta, patient.knee_hz)[None, :] * rng.uniform(*REFERENCE_UV) ** 2
-    )
+    ref_uv = rng.uniform(*REFERENCE_SHARE) * patient.amp
+    ref_psd = _pink(f, patient.pink_beta, patient.knee_hz)[None, :] * ref_uv**2
     x += shaped_noise(rng, ref_psd, nfft, fs)[:n]
     # electrode offsets and slow drift, on a 1-s grid then interpolated (it is that slow)
     t = np.arange(n, dtype=np.float32) / fs
@@ -155,3 +185,59 @@ def session_gain(gain: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Slow multiplicative drift of background amplitude over a session (state changes)."""
     amp, period, phase = gain
     return np.exp((amp[None, :] * np.sin(2 * np.pi * t[:, None] / period + phase)).sum(axis=1))
+
+
+def _smooth_gaussian(rng: np.random.Generator, n: int, tau_steps: float) -> np.ndarray:
+    """(n,) unit-variance Gaussian AR(1) noise with correlation time ``tau_steps`` samples."""
+    a = float(np.exp(-1.0 / tau_steps))
+    z = sps.lfilter([np.sqrt(1 - a * a)], [1, -a], rng.standard_normal(n + int(5 * tau_steps)))
+    return z[-n:]
+
+
+def _burst_suppression(rng: np.random.Generator, patient: Patient, n: int) -> np.ndarray:
+    """(n,) amplitude on the course grid alternating between suppressions (``bs_supp`` of the
+    burst level, log-normal durations around ``bs_supp_s``) and bursts (around ``bs_burst_s``),
+    with 0.15-s transitions."""
+    out = np.empty(n)
+    i, burst = 0, bool(rng.random() < 0.3)
+    while i < n:
+        median = patient.bs_burst_s if burst else patient.bs_supp_s
+        length = max(1, round(np.exp(rng.normal(np.log(median), 0.45)) * COURSE_HZ))
+        level = rng.uniform(0.7, 1.4) if burst else patient.bs_supp
+        out[i : i + length] = level
+        i, burst = i + length, not burst
+    ramp = max(1, round(0.15 * COURSE_HZ))
+    return np.convolve(np.pad(out, ramp, mode="edge"), np.ones(ramp) / ramp, "same")[ramp:-ramp]
+
+
+class AmplitudeCourse:
+    """The background's amplitude over a whole session, on a 20-Hz grid: the slow drift over
+    minutes (``session_gain``), times a fluctuation over seconds (log-normal, ``mod_sd``) or, in
+    burst suppression, the alternation of bursts and suppressions. Normalised so that its mean
+    square over the session is that of the drift alone: ``source_psd`` stays the long-run PSD.
+
+    EEG excerpts read it sample by sample (``at``); spectrogram rows without EEG read the mean
+    power over each row's Hann window (``row_power``), so both views share one course.
+    """
+
+    def __init__(self, rng: np.random.Generator, patient: Patient, gain: np.ndarray, length_s: int):
+        n = int(length_s * COURSE_HZ) + 2
+        self.t = np.arange(n) / COURSE_HZ
+        if patient.bs_supp > 0:
+            env = _burst_suppression(rng, patient, n)
+        else:
+            env = np.exp(patient.mod_sd * _smooth_gaussian(rng, n, 1.5 * COURSE_HZ))
+        env /= np.sqrt(np.mean(env**2))
+        self.values = session_gain(gain, self.t) * env
+
+    def at(self, t: np.ndarray) -> np.ndarray:
+        """Amplitude at times ``t`` (s from the session start)."""
+        return np.interp(t, self.t, self.values)
+
+    def row_power(self, times: np.ndarray) -> np.ndarray:
+        """Mean squared amplitude under the (Hann²-weighted) 1024-sample window of each row."""
+        half = SPEC_NFFT / SAMPLE_RATE / 2
+        k = np.arange(-round(half * COURSE_HZ), round(half * COURSE_HZ) + 1)
+        w = np.hanning(len(k) + 2)[1:-1] ** 2
+        grid = np.asarray(times, dtype=np.float64)[:, None] + k[None, :] / COURSE_HZ
+        return (self.at(grid.ravel()).reshape(grid.shape) ** 2) @ (w / w.sum())

@@ -29,7 +29,7 @@ from hms.synth.tables import (
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 META_NAME = "synth_meta.json"
 PARTIAL_NAME = ".synth_partial"  # present while a generation is under way (or was interrupted)
 OUR_DIRS = ("train_eegs", "train_spectrograms", "test_eegs", "test_spectrograms")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from hms.synth.background import pattern_scale
 from hms.synth.fields import N_SCALP, REGION_FOCI, REGION_NAMES
 from hms.synth.labels import (
     CLASS_PRIOR,
@@ -39,7 +40,8 @@ class Patient:
     index: int
     patient_id: int
     split: str
-    amp: float  # µV RMS of one background source
+    state: str  # one of BACKGROUND_STATES
+    amp: float  # µV RMS of one background source (long-run, before the amplitude course)
     pink_beta: float
     knee_hz: float
     alpha_power: float
@@ -47,6 +49,11 @@ class Patient:
     slow_power: float
     slow_hz: float
     beta_power: float
+    local_share: float  # share of each electrode's background that is its own (not smoothed)
+    mod_sd: float  # SD of the log amplitude's fluctuation over seconds
+    bs_supp: float  # burst suppression: suppression level relative to the bursts (0: none)
+    bs_burst_s: float  # median burst duration (s)
+    bs_supp_s: float  # median suppression duration (s)
     line_uv: float
     hr_bpm: float
     ekg_uv: float
@@ -141,26 +148,67 @@ def _unique_ints(rng: np.random.Generator, n: int, low: int, high: int) -> np.nd
 # --------------------------------------------------------------------------- patients
 
 
+# Background states of ICU patients and how often each is drawn (docs/synth.md, "The ICU
+# background": diffuse slowing is the commonest finding; burst suppression and low-voltage
+# records are minorities; a well-organised awake background with a posterior rhythm is rare).
+BACKGROUND_STATES = ("encephalopathy", "sedated", "low_voltage", "burst_suppression", "awake")
+STATE_PRIOR = (0.55, 0.17, 0.10, 0.06, 0.12)
+
+
+def _state_parameters(rng: np.random.Generator, state: str) -> dict[str, float]:
+    """Amplitude and spectrum of one background state (``source_psd``'s components)."""
+    u = rng.uniform
+
+    def lognormal(median: float, sd: float) -> float:
+        return float(np.exp(rng.normal(np.log(median), sd)))
+
+    none = {"alpha_power": 0.0, "alpha_hz": 9.0, "beta_power": 0.0, "bs_supp": 0.0}
+    if state == "encephalopathy":  # diffuse delta, sometimes a slowed posterior rhythm
+        p = {"amp": lognormal(12.0, 0.3), "pink_beta": u(1.3, 2.0), "knee_hz": u(0.3, 1.0)}
+        p.update(slow_power=u(1.0, 3.0), slow_hz=u(0.8, 2.2))
+        p.update(alpha_power=u(0.0, 0.15) * (rng.random() < 0.4), alpha_hz=u(5.5, 8.0))
+        return {**none, **p}
+    if state == "sedated":  # delta with frontal fast activity
+        p = {"amp": lognormal(11.0, 0.3), "pink_beta": u(1.3, 2.0), "knee_hz": u(0.3, 1.0)}
+        p.update(slow_power=u(0.6, 2.0), slow_hz=u(0.8, 2.0), beta_power=u(0.15, 0.6))
+        return {**none, **p}
+    if state == "low_voltage":  # most activity below 20 µV peak to peak
+        p = {"amp": u(3.0, 6.0), "pink_beta": u(1.0, 1.8), "knee_hz": u(0.5, 2.0)}
+        p.update(slow_power=u(0.3, 1.5), slow_hz=u(1.0, 3.0))
+        return {**none, **p}
+    if state == "burst_suppression":  # delta-theta bursts between suppressions
+        p = {"amp": lognormal(13.0, 0.3), "pink_beta": u(1.3, 2.0), "knee_hz": u(0.3, 1.0)}
+        p.update(slow_power=u(1.0, 3.0), slow_hz=u(1.5, 4.0))
+        p.update(bs_supp=u(0.04, 0.15), bs_burst_s=u(0.8, 3.0), bs_supp_s=u(2.0, 10.0))
+        return {**none, **p}
+    # awake: a posterior alpha rhythm, little slowing, beta in some (drugs)
+    p = {"amp": lognormal(14.0, 0.3), "pink_beta": u(1.0, 2.0), "knee_hz": u(0.5, 2.0)}
+    p.update(alpha_power=u(0.3, 1.2), alpha_hz=u(8.0, 12.0))
+    p.update(slow_power=u(0.0, 0.3), slow_hz=u(1.5, 6.5))
+    p.update(beta_power=u(0.05, 0.6) * (rng.random() < 0.3))
+    return {**none, **p}
+
+
 def _draw_patient(rng: np.random.Generator, index: int, pid: int, split: str) -> Patient:
-    state = rng.choice(3, p=[0.35, 0.4, 0.25])  # 0 alpha, 1 diffuse slowing, 2 mixed
+    state = BACKGROUND_STATES[int(rng.choice(len(BACKGROUND_STATES), p=STATE_PRIOR))]
+    bg = _state_parameters(rng, state)
+    bg.setdefault("bs_burst_s", 1.5)
+    bg.setdefault("bs_supp_s", 5.0)
+    blink = {"awake": (0.05, 0.2), "encephalopathy": (0.0, 0.03), "sedated": (0.0, 0.03)}
     return Patient(
         index=index,
         patient_id=int(pid),
         split=split,
-        amp=float(rng.uniform(10.0, 60.0)),
-        pink_beta=float(rng.uniform(1.0, 2.0)),
-        knee_hz=float(rng.uniform(0.5, 2.0)),
-        alpha_power=float(rng.uniform(0.3, 1.2) if state != 1 else rng.uniform(0.0, 0.1)),
-        alpha_hz=float(rng.uniform(8.0, 12.0) if state == 0 else rng.uniform(7.0, 9.5)),
-        slow_power=float(rng.uniform(0.0, 0.15) if state == 0 else rng.uniform(0.3, 1.5)),
-        slow_hz=float(rng.uniform(1.5, 6.5)),
-        beta_power=float(rng.uniform(0.05, 0.6) * (rng.random() < 0.3)),
+        state=state,
+        **{k: float(v) for k, v in bg.items()},
+        local_share=float(rng.uniform(0.0, 0.2)),
+        mod_sd=float(rng.uniform(0.15, 0.45) if state != "low_voltage" else rng.uniform(0.1, 0.3)),
         line_uv=float(rng.uniform(0.5, 6.0) * (rng.random() < 0.3)),
         hr_bpm=float(rng.uniform(50.0, 120.0)),
         ekg_uv=float(rng.uniform(400.0, 1500.0) * rng.choice([-1.0, 1.0])),
         ekg_leak=float(rng.uniform(0.002, 0.03)),
         ekg_leak_focus=(float(rng.choice([-0.9, 0.9])), float(rng.uniform(-0.6, 0.2))),
-        blink_rate=float(rng.uniform(0.02, 0.15) * (state != 1)),
+        blink_rate=float(rng.uniform(*blink.get(state, (0.0, 0.0)))),
         muscle_rate=float(rng.uniform(0.0, 0.04)),
         pop_rate=float(rng.uniform(0.0, 0.015)),
         dominant=int(rng.choice(len(CLASS_PRIOR), p=CLASS_PRIOR)),
@@ -263,7 +311,7 @@ def _finish_event(
         ratio = float(np.exp(rng.normal(np.log(2.0), 0.45)))
     fx, fy = render["focus"]
     render["focus"] = (fx * -side, fy)  # prototypes are left-sided (x < 0)
-    render["amp"] = ratio * patient.amp * peak_factor(render)
+    render["amp"] = ratio * pattern_scale(patient) * peak_factor(render)
     render["phase"] = float(rng.uniform(0, 2 * np.pi))
     render["poly_delta"] = float(rng.uniform(0.3, 1.0) * (c1 == OTHER and rng.random() < 0.4))
     burden = _artefact_burden(artefacts, *seg)

@@ -11,7 +11,14 @@ from hms.constants import SAMPLE_RATE, SPEC_NFFT
 from hms.data.io import write_eeg_parquet, write_spectrogram_parquet
 from hms.data.spectrogram import kaggle_spectrogram
 from hms.synth.artefacts import apply_artefacts
-from hms.synth.background import background, ekg, ekg_leak_field, pair_psd, session_gain
+from hms.synth.background import (
+    AmplitudeCourse,
+    background,
+    ekg,
+    ekg_leak_field,
+    pair_psd,
+    pattern_scale,
+)
 from hms.synth.fields import N_SCALP
 from hms.synth.patterns import mean_field, polymorphic_delta, render_event, source_waveform
 from hms.synth.plan import Excerpt, Session
@@ -26,12 +33,19 @@ def session_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def render_excerpt(
-    rng: np.random.Generator, session: Session, ex: Excerpt, fs: int = SAMPLE_RATE
+    rng: np.random.Generator,
+    session: Session,
+    ex: Excerpt,
+    fs: int = SAMPLE_RATE,
+    course: AmplitudeCourse | None = None,
 ) -> np.ndarray:
-    """(n, 20) float32 µV EEG of one excerpt: background, EKG, events, artefacts."""
+    """(n, 20) float32 µV EEG of one excerpt: background, EKG, events, artefacts. ``course`` is
+    the session's background amplitude (drawn here when not given)."""
     patient = session.patient
     n = ex.length_s * fs
-    gain = session_gain(session.gain, ex.s0 + np.arange(n) / fs)
+    if course is None:
+        course = AmplitudeCourse(rng, patient, session.gain, session.length_s)
+    gain = course.at(ex.s0 + np.arange(n) / fs)
     x = np.empty((n, N_SCALP + 1), dtype=np.float32)
     x[:, :N_SCALP] = background(rng, patient, n, gain, fs)
     heart = ekg(rng, patient, n, fs)
@@ -42,7 +56,7 @@ def render_excerpt(
         if ev.render["amp"] > 0:
             x[i0:i1, :N_SCALP] += render_event(rng, ev.render, i1 - i0, fs)
         if ev.render["poly_delta"] > 0:
-            amp = ev.render["poly_delta"] * patient.amp
+            amp = ev.render["poly_delta"] * pattern_scale(patient)
             x[i0:i1, :N_SCALP] += polymorphic_delta(rng, amp, i1 - i0, fs)
     return apply_artefacts(rng, x, ex.artefacts, ex.flat_channel, fs)
 
@@ -62,8 +76,9 @@ def render_session(session: Session, seed: int, root: str | Path) -> dict[str, f
     times = 1 + 2 * np.arange(n_rows)
     values = np.empty((n_rows, 400), dtype=np.float32)
     computed = np.zeros(n_rows, dtype=bool)
+    course = AmplitudeCourse(rng, patient, session.gain, session.length_s)
     for ex in session.excerpts:
-        x = render_excerpt(rng, session, ex, fs)
+        x = render_excerpt(rng, session, ex, fs, course)
         write_eeg_parquet(root / f"{session.split}_eegs" / f"{ex.eeg_id}.parquet", x)
         tau = np.arange(EDGE_S, ex.length_s - EDGE_S + 1, 2)
         tau = tau[(tau * fs - SPEC_NFFT // 2 >= 0) & (tau * fs + SPEC_NFFT // 2 <= len(x))]
@@ -71,7 +86,7 @@ def render_session(session: Session, seed: int, root: str | Path) -> dict[str, f
         _, values[rows] = kaggle_spectrogram(x, tau.astype(np.float64), fs)
         computed[rows] = True
     # the rest of the session, from the same model in the spectral domain
-    gain2 = session_gain(session.gain, times.astype(np.float64)) ** 2
+    gain2 = course.row_power(times.astype(np.float64))
     expected = gain2[:, None, None] * pair_psd(patient, BIN_FREQS)[None]
     heart = ekg(rng, patient, 30 * fs, fs)
     expected += pair_field_psd(ekg_leak_field(patient), hann_psd(heart, fs))[None]
