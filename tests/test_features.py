@@ -134,6 +134,31 @@ def test_soft_label_rows_give_the_cross_entropy():
     np.testing.assert_array_equal(fx, x[[0, 0, 1]])
 
 
+def test_vote_weight_trusts_the_many_rater_targets():
+    """Identical windows, one-rater targets saying class 0 and twenty-rater targets saying class
+    1: weighted by n / (n + k), the fit leans to what the many raters said."""
+    rng = np.random.default_rng(0)
+    n = 400
+    few = np.arange(n) % 2 == 0
+    target = np.zeros((n, 6))
+    target[few, 0], target[~few, 1] = 1.0, 1.0
+    data = {
+        "features": rng.normal(size=(n, 4)).astype(np.float32),
+        "index": np.arange(n),
+        "target": target,
+        "n_votes": np.where(few, 1.0, 20.0),
+    }
+    groups = {i: i % 20 for i in range(n)}
+    probs = {}
+    for k in (None, 10.0):
+        model = FeatureGBM(max_rounds=20, early_stopping_rounds=5, valid_share=0.0,
+                           min_data_in_leaf=5, vote_weight=k)  # fmt: skip
+        model.fit(data, groups)
+        probs[k] = torch.softmax(model.trees(torch.from_numpy(data["features"])), -1).numpy()
+    assert probs[None][:, 1].mean() == pytest.approx(0.5, abs=0.05)  # equal weights: a tie
+    assert probs[10.0][:, 1].mean() > probs[10.0][:, 0].mean() + 0.3
+
+
 def _fit_baseline(tiny, tmp_path: Path, fold: int, *extra: str):
     root, _ = tiny
     cfg = compose_train(

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from hms.metrics import kl_divergence
 from hms.models.losses import kl_loss, kl_per_class
+from hms.models.pooling import centre_slice
 from hms.models.resnet1d_gru import ResNet1DGRU
 from hms.models.spec_cnn import SpecCNN
 from hms.transforms import flip_batch, mirror_index
@@ -249,3 +250,48 @@ def test_only_hms_networks_can_be_built():
             net_class_from(hostile)
     with pytest.raises(ImportError, match="cannot import"):
         net_class_from("hms.models.spec_cnn.NoSuchNet")
+
+
+# --------------------------------------------------------------------------- centre pooling
+
+
+def test_centre_slice_is_the_labelled_fifth() -> None:
+    assert centre_slice(78) == slice(31, 47)  # ResNet1DGRU at 25 Hz: 16 of 78 steps, 10.3 s
+    assert centre_slice(3) == slice(1, 2)  # a 96-frame image after EfficientNet: the middle one
+    assert centre_slice(1) == slice(0, 1)
+    with pytest.raises(ValueError):
+        centre_slice(0)
+
+
+def test_centre_pool_heads_read_the_centre() -> None:
+    """With ``centre_pool`` the head reads the mean and max over the window's steps and over
+    the steps of its central fifth, and both families still train."""
+    torch.manual_seed(0)
+    net = ResNet1DGRU(stem_kernels=[3, 7], block_channels=[16, 16], gru_hidden=8, gru_layers=1,
+                      dropout=0.0, downsample=8, centre_pool=True)  # fmt: skip
+    assert net.head[1].in_features == 8 * 8
+    batch = make_batch(2)
+    net.eval()
+    with torch.no_grad():
+        h = net.features(batch["eeg"])
+        mid = h[:, centre_slice(h.shape[1])]
+        pooled = torch.cat([h.mean(1), h.amax(1), mid.mean(1), mid.amax(1)], dim=1)
+        torch.testing.assert_close(net(batch), net.head(pooled))
+    assert_trains(net, batch, net.stem[0].weight)
+    cnn = SpecCNN(eeg_spec=SMALL_EEG_SPEC, drop_rate=0.0, centre_pool=True)
+    assert cnn.head[1].in_features == 2 * cnn.backbone.num_features
+    assert_trains(cnn, make_batch(2), cnn.backbone.conv_stem.weight)
+    with pytest.raises(ValueError, match="centre_pool"):
+        SpecCNN(views=["kaggle", "eeg"], map_size=[16, 64], centre_pool=True)
+    with pytest.raises(ValueError, match="centre_pool"):
+        SpecCNN(layout="tile", centre_pool=True)
+
+
+def test_vote_weight_is_n_over_n_plus_k() -> None:
+    from hms.models.module import HMSModule
+
+    net = {"stem_kernels": [3], "block_channels": [8], "gru_hidden": 4, "gru_layers": 1}
+    batch = {"n_votes": torch.tensor([1.0, 6.0, 14.0])}
+    module = HMSModule("r", "hms.models.resnet1d_gru.ResNet1DGRU", net, vote_weight=6)
+    torch.testing.assert_close(module._sample_weight(batch), torch.tensor([1 / 7, 0.5, 0.7]))
+    assert HMSModule("r", "hms.models.resnet1d_gru.ResNet1DGRU", net)._sample_weight(batch) is None

@@ -386,6 +386,7 @@ class FeatureGBM(nn.Module):
         flip_augment: bool = True,
         seed: int = 0,
         num_threads: int = 0,
+        vote_weight: float | None = None,
     ) -> None:
         super().__init__()
         self.params = {
@@ -407,6 +408,7 @@ class FeatureGBM(nn.Module):
         self.max_rounds, self.early_stopping_rounds = max_rounds, early_stopping_rounds
         self.valid_share, self.max_windows = valid_share, max_windows
         self.flip_augment, self.seed = flip_augment, seed
+        self.vote_weight = vote_weight
         self.features = EEGFeatures()
         self.trees = TreeEnsemble(N_CLASSES)
 
@@ -421,7 +423,7 @@ class FeatureGBM(nn.Module):
         window's sample index and target."""
         from hms.transforms.augment import flip_batch
 
-        feats, index, target = [], [], []
+        feats, index, target, votes = [], [], [], []
         device = self.features.band_masks.device
         for batch in batches:
             views = [batch, flip_batch(batch)] if self.flip_augment else [batch]
@@ -429,12 +431,14 @@ class FeatureGBM(nn.Module):
                 feats.append(self.features(view["eeg"].to(device)).cpu().numpy())
                 index.append(batch["index"].numpy())
                 target.append(batch["target"].numpy())
+                votes.append(batch["n_votes"].numpy())
         if not feats:
             raise ValueError("no training windows to fit the feature model on")
         return {
             "features": np.concatenate(feats).astype(np.float32),
             "index": np.concatenate(index).astype(np.int64),
             "target": np.concatenate(target).astype(np.float64),
+            "n_votes": np.concatenate(votes).astype(np.float64),
         }
 
     def fit(self, data: dict[str, np.ndarray], groups: Mapping[int, Any]) -> dict[str, Any]:
@@ -446,6 +450,9 @@ class FeatureGBM(nn.Module):
         target = target / target.sum(axis=1, keepdims=True)
         _, inverse, counts = np.unique(index, return_inverse=True, return_counts=True)
         weight = 1.0 / counts[inverse]  # every sample weighs 1, whatever its number of windows
+        if self.vote_weight and "n_votes" in data:  # as HMSModule's vote_weight: n / (n + k)
+            n = data["n_votes"]
+            weight = weight * n / (n + float(self.vote_weight))
 
         patients = np.array([groups[int(i)] for i in index])
         unique = np.unique(patients)

@@ -70,7 +70,7 @@ class HMSModule(pl.LightningModule):
         weight_decay: float = 1e-2,
         warmup_ratio: float = 0.1,
         min_lr_ratio: float = 0.01,
-        loss_weight_by_votes: bool = False,
+        vote_weight: float | None = None,
         tta_flip: bool = False,
     ) -> None:
         super().__init__()
@@ -113,10 +113,19 @@ class HMSModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         batch = self.augment(batch)
         logits = self(batch)
-        weight = batch["n_votes"] if self.hparams.loss_weight_by_votes else None
-        loss = kl_loss(logits, batch["target"], weight)
+        loss = kl_loss(logits, batch["target"], self._sample_weight(batch))
         self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(logits))
         return loss
+
+    def _sample_weight(self, batch: Mapping[str, Tensor]) -> Tensor | None:
+        """``n / (n + vote_weight)`` per sample of n votes: a target drawn from few raters is an
+        unbiased but noisier estimate of the experts' distribution, so it weighs less (None:
+        every sample weighs the same; a large value weighs by the vote count)."""
+        k = self.hparams.vote_weight
+        if k is None or k <= 0:
+            return None
+        n = batch["n_votes"].float()
+        return n / (n + float(k))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         logits = self(batch)

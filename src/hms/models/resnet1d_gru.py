@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hms.constants import N_CLASSES
+from hms.models.pooling import centre_slice
 
 
 class ResBlock1d(nn.Module):
@@ -48,7 +49,9 @@ class ResNet1DGRU(nn.Module):
 
     ``downsample`` average-pools the input first (2: 200 -> 100 Hz, enough for signals band-passed
     below 20 Hz); ``input_scale`` brings µV to about unit scale. Each of ``block_channels`` is a
-    residual block that halves the time axis; the GRU is bidirectional.
+    residual block that halves the time axis; the GRU is bidirectional. The head reads the mean
+    and maximum of the GRU outputs over the window and, with ``centre_pool``, also over the
+    labelled central 10 s.
     """
 
     inputs = ("eeg",)
@@ -65,6 +68,7 @@ class ResNet1DGRU(nn.Module):
         dropout: float = 0.3,
         downsample: int = 2,
         input_scale: float = 0.01,
+        centre_pool: bool = False,
     ) -> None:
         super().__init__()
         if any(k % 2 == 0 for k in stem_kernels) or block_kernel % 2 == 0:
@@ -89,7 +93,9 @@ class ResNet1DGRU(nn.Module):
             bidirectional=True,
             dropout=dropout if gru_layers > 1 else 0.0,
         )
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * gru_hidden, N_CLASSES))
+        self.centre_pool = centre_pool
+        pooled = 4 * gru_hidden * (2 if centre_pool else 1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled, N_CLASSES))
 
     def features(self, eeg: Tensor) -> Tensor:
         """(B, C, T) -> (B, T', 2 * gru_hidden) GRU outputs."""
@@ -105,5 +111,8 @@ class ResNet1DGRU(nn.Module):
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         h = self.features(batch["eeg"])
-        pooled = torch.cat([h.mean(dim=1), h.amax(dim=1)], dim=1)
-        return self.head(pooled)
+        parts = [h.mean(dim=1), h.amax(dim=1)]
+        if self.centre_pool:  # also the steps of the labelled central 10 s
+            mid = h[:, centre_slice(h.shape[1])]
+            parts += [mid.mean(dim=1), mid.amax(dim=1)]
+        return self.head(torch.cat(parts, dim=1))

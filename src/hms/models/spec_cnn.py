@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hms.constants import N_CLASSES
+from hms.models.pooling import centre_slice
 from hms.transforms.augment import SpecMasking
 from hms.transforms.spectrogram import (
     EEGSpectrogram,
@@ -46,6 +47,9 @@ class SpecCNN(nn.Module):
     ``fit_normalization`` on training batches before training. ``antialias``: a map resized down
     averages the pixels it merges instead of sampling two of them; the Kaggle rows are noisy
     periodograms, and 300 rows sampled down to 64 columns keep their noise and lose their mean.
+    ``centre_pool`` (the EEG view alone): the head reads the backbone's features averaged over the
+    whole map and over its central fifth of columns, where the labelled 10 s lie
+    (``hms.models.pooling``), instead of timm's global pool alone.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class SpecCNN(nn.Module):
         n_masks: int = 1,
         channels_last: bool = False,
         antialias: bool = True,
+        centre_pool: bool = False,
     ) -> None:
         super().__init__()
         self.views = list(views)
@@ -87,6 +92,12 @@ class SpecCNN(nn.Module):
         self.map_size = list(map_size) if map_size is not None else None
         self.image_size = list(image_size) if image_size is not None else None
         self.channels_last = channels_last
+        if centre_pool and (self.views != ["eeg"] or layout == "tile"):
+            raise ValueError(
+                "centre_pool needs the EEG view alone with time along the width (layout stack "
+                "or channels): it pools the columns of the labelled central 10 s"
+            )
+        self.centre_pool = centre_pool
 
         makers = {
             "eeg": lambda: EEGSpectrogram(**dict(eeg_spec or {}), layout=layout),
@@ -114,7 +125,7 @@ class SpecCNN(nn.Module):
             backbone,
             pretrained=pretrained,
             in_chans=self.in_chans,
-            num_classes=N_CLASSES,
+            num_classes=0 if centre_pool else N_CLASSES,
             drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,
             pretrained_cfg_overlay=dict(file=pretrained_file) if pretrained_file else None,
@@ -124,7 +135,11 @@ class SpecCNN(nn.Module):
         # which short from-scratch runs take epochs to unlearn; small rather than zero weights so
         # the backbone gets gradients from the first step. With ImageNet weights the head is new
         # too, so the same applies.
-        head = self.backbone.get_classifier()
+        if centre_pool:  # the head reads the pooled features of the whole map and of its centre
+            self.head = nn.Sequential(
+                nn.Dropout(drop_rate), nn.Linear(2 * self.backbone.num_features, N_CLASSES)
+            )
+        head = self.head[1] if centre_pool else self.backbone.get_classifier()
         if isinstance(head, nn.Linear):
             nn.init.normal_(head.weight, std=1e-3)
             nn.init.zeros_(head.bias)
@@ -168,7 +183,11 @@ class SpecCNN(nn.Module):
         return image
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        return self.backbone(self.image(batch))
+        if not self.centre_pool:
+            return self.backbone(self.image(batch))
+        f = self.backbone.forward_features(self.image(batch))  # (B, C, H', W'), time on W'
+        centre = f[..., centre_slice(f.shape[-1])]
+        return self.head(torch.cat([f.mean(dim=(2, 3)), centre.mean(dim=(2, 3))], dim=1))
 
     @torch.no_grad()
     def fit_normalization(self, batches: Iterable[Mapping[str, Tensor]]) -> None:
