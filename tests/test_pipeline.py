@@ -67,6 +67,18 @@ def test_pipeline_trains_ensembles_predicts_and_scores(tiny, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("reusing") == 6
 
+    # A subset of the members: only its runs (reused) and its rows; an unknown one is refused.
+    one = [
+        *cmd, "members=[resnet1d_gru]", f"weights_dir={tmp_path / 'one'}",
+        f"submission={tmp_path / 'one.csv'}", f"scores={tmp_path / 'one-scores.csv'}",
+    ]  # fmt: skip
+    done = subprocess.run(one, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("reusing") == 2 and "effnet_b0" not in done.stdout
+    assert pd.read_csv(tmp_path / "one.csv")["eeg_id"].tolist() == test["eeg_id"].tolist()
+    bad = subprocess.run([*one, "members=[resnet]"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "members=['resnet']" in bad.stderr, bad.stderr[-2000:]
+
 
 def test_an_interrupted_synthesis_is_not_taken_for_data(tmp_path):
     """A killed hms.synth leaves train.csv beside its partial marker: the pipeline regenerates

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra import compose
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hms.blend import blend
 from hms.cli import hydra_main
@@ -149,6 +149,13 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 
     data_dir = ensure_data(cfg)
     members = list(cfg.ensemble.members)
+    if cfg.members is not None:  # a subset of the ensemble's members, e.g. to try one model
+        unknown = sorted(set(cfg.members) - set(members))
+        if unknown or not cfg.members:
+            raise HMSDataError(
+                None, f"members={list(cfg.members)}: choose among the ensemble's {members}"
+            )
+        members = [m for m in members if m in set(cfg.members)]
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -168,6 +175,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
             f"weights_dir={weights_dir}",
         ],
     )
+    with open_dict(ens_cfg):
+        ens_cfg.ensemble.members = {m: ens_cfg.ensemble.members[m] for m in members}
     summary = build_ensemble(ens_cfg)
     print(format_table(summary))
     timings["ensemble"] = time.perf_counter() - t
