@@ -127,7 +127,10 @@ def run(model: str, args: argparse.Namespace) -> dict:
         module.net.fit_normalization([_to(next(iter(loader)), device)])
 
     data_rate, first = bench_data(loader, args.data_batches)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     model_rate = bench_model(module, first, device, precision, args.steps, args.warmup)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     train_rate = bench_train(module, loader, device, precision, args.steps)
     image = None
     if hasattr(module.net, "image"):
@@ -146,6 +149,7 @@ def run(model: str, args: argparse.Namespace) -> dict:
         "data_over_model": round(data_rate / model_rate, 2),
         "model_ms_per_sample": round(1000 / model_rate, 2),
         "data_ms_per_sample": round(1000 / data_rate, 2),
+        "peak_gpu_gib": None if peak is None else round(peak, 2),
     }
 
 
