@@ -74,7 +74,7 @@ def stage_synth(out: Path, preset: str, workers: int) -> dict:
 
 
 def stage_cache(data: Path, cache: Path, workers: int) -> dict:
-    from hms.prepare import prepare
+    from hms.data.prepared import prepare
 
     if cache.exists():
         shutil.rmtree(cache)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from hms.data.labels import TARGET_COLUMNS
 from hms.metrics import HQ_VOTES, kl_per_row
-from hms.prepare import prepare
+from hms.data.prepared import prepare
 
 
 def _kl(targets: np.ndarray, probs: np.ndarray, hq: np.ndarray) -> tuple[float, float]:

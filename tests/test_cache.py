@@ -15,9 +15,9 @@ from hms.constants import SPEC_WINDOW_ROWS, TRAIN_COLUMNS, WINDOW_SAMPLES
 from hms.data.cache import HMSCache, build_cache
 from hms.data.dataset import CacheDataset
 from hms.data.io import read_eeg, read_spectrogram
+from hms.data.prepared import load_folds, prepare
 from hms.data.preprocess import RecordingSettings, preprocess_recording
 from hms.errors import HMSDataError
-from hms.prepare import load_folds, prepare
 
 from .conftest import copy_kaggle_test
 

@@ -1,25 +1,27 @@
-"""``HMSDataModule``: the prepared cache served as training, validation and test batches.
+"""``HMSDataModule``: the prepared train cache served as training and validation batches.
 
-Reads from the cache only (``hms.prepare`` builds it on first use). The validation fold comes from
-the stored folds file. Training draws a random window of each sample per epoch; validation uses a
-fixed window. ``stage=2`` keeps only the high-agreement samples (``n_votes >= min_votes``) for
-training, and ``targets`` can replace the vote distributions (label refinement).
+Reads from the cache only (``hms.data.prepared.prepare`` builds the train split's cache and folds
+on first use; the test split is not training's business). The validation fold comes from the
+stored folds file. Training draws a random window of each sample per epoch; validation uses a
+fixed window. ``stage=2`` keeps only the high-agreement samples (``n_votes >= min_votes``, by
+default ``hms.constants.HQ_VOTES``) for training, and ``targets`` can replace the vote
+distributions (label refinement).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from hms.constants import HQ_VOTES
 from hms.data.cache import HMSCache
 from hms.data.dataset import VIEWS, CacheDataset
+from hms.data.prepared import Prepared, load_folds, prepare
 from hms.data.preprocess import RecordingSettings, WindowSettings
 from hms.errors import HMSDataError
-from hms.prepare import Prepared, load_folds, prepare
 
 
 class HMSDataModule(pl.LightningDataModule):
@@ -35,7 +37,7 @@ class HMSDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 2,
         pin_memory: bool = False,
-        min_votes: int = 10,
+        min_votes: int = HQ_VOTES,
         prepare_workers: int = 2,
         seed: int = 0,
         views: Sequence[str] | None = None,
@@ -61,7 +63,6 @@ class HMSDataModule(pl.LightningDataModule):
         self.targets: np.ndarray | None = None  # refined targets, one row per train sample
         self.prepared: Prepared | None = None
         self.train_cache: HMSCache | None = None
-        self.test_cache: HMSCache | None = None
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"fold must be in 0..{self.n_folds - 1}, got {self.fold}")
 
@@ -71,7 +72,7 @@ class HMSDataModule(pl.LightningDataModule):
         return prepare(
             self.data_dir,
             self.cache_dir,
-            ("train", "test"),
+            ("train",),
             self.recording,
             self.n_folds,
             self.fold_seed,
@@ -85,12 +86,8 @@ class HMSDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_cache is not None:
             return
-        self.prepared = self._prepare(progress=False)
-        if "train" not in self.prepared.caches:
-            raise HMSDataError(Path(self.data_dir) / "train.csv", "no training rows")
+        self.prepared = self._prepare(progress=False)  # raises without training rows
         self.train_cache = self.prepared.cache("train")
-        if "test" in self.prepared.caches:
-            self.test_cache = self.prepared.cache("test")
         folds = load_folds(self.prepared.folds)
         fold_of_label = dict(zip(folds["label_id"], folds["fold"], strict=True))
         cache = self.train_cache
@@ -161,6 +158,11 @@ class HMSDataModule(pl.LightningDataModule):
             ds.targets = self.targets.astype(np.float32)
         return self._loader(ds, False, self.eval_batch_size)
 
+    def statistics_dataloader(self) -> DataLoader:
+        """The training samples in order (one window each, the training batch size), for
+        statistics of the training fold such as a network's dataset normalisation."""
+        return self._loader(self.train_dataset(), False, self.batch_size)
+
     @property
     def patient_of_sample(self) -> dict[int, int]:
         """Sample index of the train cache -> patient id."""
@@ -175,12 +177,3 @@ class HMSDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset(), False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.test_cache is None:
-            raise HMSDataError(Path(self.data_dir) / "test.csv", "no test split to predict")
-        return self._loader(
-            CacheDataset(self.test_cache, window=self.window, views=self.views),
-            False,
-            self.eval_batch_size,
-        )

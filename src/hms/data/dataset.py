@@ -1,13 +1,20 @@
-"""A torch ``Dataset`` over a prepared cache: one sample = its views as arrays.
+"""Torch ``Dataset``s of model windows: over a prepared cache, or over a recording without one.
 
-Each item is a dict of tensors: ``eeg`` (bipolar channels, 10,000) from ``window_to_bipolar``,
-``spec`` (300, 400) Kaggle spectrogram rows, ``target`` (6,) vote distribution and ``n_votes``
+``model_input`` is the one place where a 50-s window becomes what a model reads; both datasets
+(and the sample figure) go through it.
+
+``CacheDataset``: one sample = its views as arrays. Each item is a dict of tensors: ``eeg``
+(bipolar channels, 10,000) from ``window_to_bipolar``, ``spec`` (300, 400) Kaggle spectrogram
+rows, ``target`` (6,) vote distribution and ``n_votes``
 (test caches have no targets: zeros); ``views`` limits the signals to those a model reads (a
 model of the EEG alone need not copy 300 x 400 spectrogram rows per sample). Training draws one
 of a sample's windows at random each time it is read; evaluation reads a fixed one, so
 validation scores do not move between epochs. ``max_windows=k`` instead serves up to k evenly
 spaced windows of every sample, each as its own item (members fitted in one pass over the data,
 such as the feature baseline, use them all).
+
+``RecordingWindows``: the windows of one filtered recording held in memory (``hms.annotation``
+slides them along a clinical recording), items as ``CacheDataset``'s without targets.
 """
 
 from __future__ import annotations
@@ -18,11 +25,26 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hms.constants import WINDOW_SAMPLES
 from hms.data.cache import HMSCache
 from hms.data.labels import TARGET_COLUMNS
 from hms.data.preprocess import WindowSettings, window_to_bipolar
 
 VIEWS = ("eeg", "spec")  # the signals an item can hold
+
+
+def model_input(
+    eeg: np.ndarray | None, spec: np.ndarray | None, window: WindowSettings | None = None
+) -> dict[str, torch.Tensor]:
+    """One window as a model reads it: ``eeg`` (bipolar channels, 10,000) from the filtered
+    referential window (10,000, 20) by ``window_to_bipolar``, and ``spec`` (300, 400) Kaggle
+    spectrogram rows. A view given as None is left out."""
+    item = {}
+    if eeg is not None:
+        item["eeg"] = torch.from_numpy(window_to_bipolar(eeg, window))
+    if spec is not None:
+        item["spec"] = torch.from_numpy(spec)
+    return item
 
 
 class CacheDataset(Dataset):
@@ -82,12 +104,40 @@ class CacheDataset(Dataset):
         else:
             sample = int(self.indices[i])
             w = self._pick(sample)
-        item = {}
-        if "eeg" in self.views:
-            item["eeg"] = torch.from_numpy(window_to_bipolar(self.cache.eeg_window(w), self.window))
-        if "spec" in self.views:
-            item["spec"] = torch.from_numpy(self.cache.spec_window(w))
+        item = model_input(
+            self.cache.eeg_window(w) if "eeg" in self.views else None,
+            self.cache.spec_window(w) if "spec" in self.views else None,
+            self.window,
+        )
         item["target"] = torch.from_numpy(self.targets[sample])
         item["n_votes"] = torch.tensor(self.n_votes[sample])
         item["index"] = torch.tensor(sample)
+        return item
+
+
+class RecordingWindows(Dataset):
+    """The 50-s windows of a filtered recording: ``filtered`` (time, 20) holds the values a cache
+    would (``hms.data.preprocess.filtered_as_stored``), ``starts`` each window's first sample in
+    it. With ``spec_values``, window i also has the spectrogram rows
+    ``spec_values[spec_index[i]]`` (300, 400). ``index`` is the window's position."""
+
+    def __init__(
+        self,
+        filtered: np.ndarray,
+        starts: np.ndarray,
+        window: WindowSettings | None = None,
+        spec_values: np.ndarray | None = None,
+        spec_index: np.ndarray | None = None,
+    ) -> None:
+        self.filtered, self.starts, self.window = filtered, starts, window
+        self.spec_values, self.spec_index = spec_values, spec_index
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        o = int(self.starts[i])
+        spec = None if self.spec_values is None else self.spec_values[self.spec_index[i]]
+        item = model_input(self.filtered[o : o + WINDOW_SAMPLES], spec, self.window)
+        item["index"] = torch.tensor(i)
         return item

@@ -216,6 +216,13 @@ def _check_integer(df: pd.DataFrame, cols: Sequence[str], path: Path, what: str)
             df[c] = as_int
 
 
+def check_unique(df: pd.DataFrame, column: str, path: Path | None, what: str) -> None:
+    """Refuse a table in which ``column`` (an id) repeats, naming a few of the repeats."""
+    if df[column].duplicated().any():
+        dup = df.loc[df[column].duplicated(), column].head(5).tolist()
+        raise HMSDataError(path, f"{what} repeats {column} {dup}")
+
+
 def read_train_csv(path: str | Path) -> pd.DataFrame:
     """Read and validate ``train.csv`` (the 15 HMS columns, non-negative integer votes)."""
     path = Path(path)
@@ -237,9 +244,7 @@ def read_train_csv(path: str | Path) -> pd.DataFrame:
     empty = np.flatnonzero(votes.sum(axis=1) == 0)
     if len(empty):
         raise HMSDataError(path, f"train.csv rows {empty[:5].tolist()} have no votes at all")
-    if df["label_id"].duplicated().any():
-        dup = df.loc[df["label_id"].duplicated(), "label_id"].head(5).tolist()
-        raise HMSDataError(path, f"train.csv repeats label_id {dup}")
+    check_unique(df, "label_id", path, "train.csv")
     return df[list(TRAIN_COLUMNS)].reset_index(drop=True)
 
 
@@ -250,9 +255,7 @@ def read_test_csv(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise HMSDataError(path, "test.csv has no rows")
     _check_integer(df, TEST_COLUMNS, path, "test.csv")
-    if df["eeg_id"].duplicated().any():
-        dup = df.loc[df["eeg_id"].duplicated(), "eeg_id"].head(5).tolist()
-        raise HMSDataError(path, f"test.csv repeats eeg_id {dup}")
+    check_unique(df, "eeg_id", path, "test.csv")
     return df[list(TEST_COLUMNS)].reset_index(drop=True)
 
 

@@ -72,8 +72,15 @@ def clip_to_dtype(x: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
 
 def as_stored(filtered: np.ndarray, settings: RecordingSettings) -> np.ndarray:
     """Float32 values exactly as the cache stores and returns them (e.g. rounded to float16), so
-    that code reading recordings without a cache (``hms.annotate``) feeds the same numbers."""
+    that code reading recordings without a cache (``hms.annotation``) feeds the same numbers."""
     return clip_to_dtype(filtered, settings.dtype).astype(settings.dtype).astype(np.float32)
+
+
+def filtered_as_stored(raw: np.ndarray, settings: RecordingSettings | None = None) -> np.ndarray:
+    """Raw referential µV (time, 20) -> the filtered signal a cache of ``settings`` would hold:
+    ``preprocess_recording`` then ``as_stored``."""
+    settings = settings or RecordingSettings()
+    return as_stored(preprocess_recording(raw, settings)[0], settings)
 
 
 def window_to_bipolar(window: np.ndarray, settings: WindowSettings | None = None) -> np.ndarray:
