@@ -19,13 +19,8 @@ import numpy as np
 import pandas as pd
 
 from hms.data.labels import TARGET_COLUMNS
-from hms.metrics import HQ_VOTES, kl_per_row
 from hms.data.prepared import prepare
-
-
-def _kl(targets: np.ndarray, probs: np.ndarray, hq: np.ndarray) -> tuple[float, float]:
-    rows = kl_per_row(targets, probs)
-    return float(rows.mean()), float(rows[hq].mean()) if hq.any() else float("nan")
+from hms.metrics import kl_summary, prior_prediction
 
 
 def main() -> None:
@@ -60,24 +55,24 @@ def main() -> None:
             continue
         oof = pd.read_parquet(run / "oof.parquet")
         targets = oof[list(TARGET_COLUMNS)].to_numpy(np.float64)
-        hq = oof["n_votes"].to_numpy() >= HQ_VOTES
+        n_votes = oof["n_votes"].to_numpy()
         train_ids = samples.index.difference(oof["sample_id"])
-        prior = samples.loc[train_ids, list(TARGET_COLUMNS)].to_numpy(np.float64).mean(axis=0)
-        uniform = _kl(targets, np.full_like(targets, 1 / 6), hq)
-        prior_kl = _kl(targets, np.tile(prior / prior.sum(), (len(oof), 1)), hq)
+        train_targets = samples.loc[train_ids, list(TARGET_COLUMNS)].to_numpy(np.float64)
+        uniform = kl_summary(targets, np.full_like(targets, 1 / 6), n_votes)
+        prior = kl_summary(targets, prior_prediction(train_targets, len(oof)), n_votes)
         floor = "-"
         if latent is not None:
-            f = _kl(targets, latent.loc[oof["sample_id"]].to_numpy(), hq)
-            floor = f"{f[0]:.3f} / {f[1]:.3f}"
+            f = kl_summary(targets, latent.loc[oof["sample_id"]].to_numpy(), n_votes)
+            floor = f"{f.kl:.3f} / {f.kl_hq:.3f}"
         s1 = metrics["stages"]["stage1"]
         s2 = metrics["stages"].get("stage2", {})
         fin = metrics["final"]
         seconds = f"{s1['seconds']:.0f} + {s2.get('seconds', 0):.0f}"
         print(
-            f"| {metrics['model']} | {metrics['fold']} | {len(oof)} ({int(hq.sum())}) | "
+            f"| {metrics['model']} | {metrics['fold']} | {len(oof)} ({uniform.n_hq}) | "
             f"{s1['val/kl']:.3f} | {s1['val/kl_hq']:.3f} | {fin['val/kl']:.3f} | "
-            f"{fin['val/kl_hq']:.3f} | {uniform[0]:.3f} / {uniform[1]:.3f} | "
-            f"{prior_kl[0]:.3f} / {prior_kl[1]:.3f} | {floor} | {seconds} |"
+            f"{fin['val/kl_hq']:.3f} | {uniform.kl:.3f} / {uniform.kl_hq:.3f} | "
+            f"{prior.kl:.3f} / {prior.kl_hq:.3f} | {floor} | {seconds} |"
         )
 
 

@@ -4,18 +4,25 @@
 the solution's votes are normalised per row, predictions are clipped to [1e-15, 1 - 1e-15]
 (and not renormalised), terms whose target is zero count as zero, the six terms are summed per row
 and the rows are averaged. Submissions whose rows do not sum to one are refused, as on Kaggle.
+
+``kl_summary`` is the one summary every score uses (validation, out-of-fold, ensemble table,
+test, report): the KL over all rows and over the high-agreement rows (``HQ_VOTES`` or more
+votes). ``score_submission`` and ``bayes_floor`` score data frames by id, for ``hms.score`` and
+the pipeline.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from hms.constants import N_CLASSES, VOTE_COLUMNS
+from hms.constants import HQ_VOTES, N_CLASSES, VOTE_COLUMNS
+from hms.data.io import check_unique
 from hms.errors import HMSDataError
 
 EPSILON = 1e-15
-HQ_VOTES = 10  # rows with at least this many votes resemble the leaderboard's
 
 
 def normalize_votes(votes: np.ndarray) -> np.ndarray:
@@ -66,6 +73,32 @@ def kl_divergence(targets: np.ndarray, preds: np.ndarray) -> float:
     return float(kl_per_row(targets, preds).mean())
 
 
+@dataclass(frozen=True)
+class KLSummary:
+    """The KL over all rows and over the high-agreement rows (``n_votes >= HQ_VOTES``)."""
+
+    kl: float
+    kl_hq: float  # NaN when no row has that many votes
+    n: int
+    n_hq: int
+
+
+def kl_summary(
+    targets: np.ndarray, preds: np.ndarray, n_votes: np.ndarray | None = None
+) -> KLSummary:
+    """Mean KL of all rows and of the rows with at least ``HQ_VOTES`` votes.
+
+    ``targets`` are vote counts or distributions; ``n_votes`` is each row's number of votes
+    (None: the row sums of ``targets``, which are then vote counts).
+    """
+    rows = kl_per_row(targets, preds)
+    if n_votes is None:
+        n_votes = np.asarray(targets, dtype=np.float64).sum(axis=1)
+    hq = np.asarray(n_votes) >= HQ_VOTES
+    kl_hq = float(rows[hq].mean()) if hq.any() else float("nan")
+    return KLSummary(kl=float(rows.mean()), kl_hq=kl_hq, n=len(rows), n_hq=int(hq.sum()))
+
+
 def uniform_prediction(n_rows: int) -> np.ndarray:
     return np.full((n_rows, N_CLASSES), 1.0 / N_CLASSES)
 
@@ -83,9 +116,7 @@ def _frame(df: pd.DataFrame, id_column: str, name: str) -> pd.DataFrame:
     missing = [c for c in (id_column, *VOTE_COLUMNS) if c not in df.columns]
     if missing:
         raise HMSDataError(None, f"{name} is missing columns {missing}")
-    if df[id_column].duplicated().any():
-        dup = df.loc[df[id_column].duplicated(), id_column].head(5).tolist()
-        raise HMSDataError(None, f"{name} repeats {id_column} {dup}")
+    check_unique(df, id_column, None, name)
     return df.set_index(id_column)[list(VOTE_COLUMNS)]
 
 
@@ -120,3 +151,33 @@ def score_frames(
         return kl_divergence(votes, preds)
     except ValueError as exc:
         raise HMSDataError(None, str(exc)) from exc
+
+
+def score_submission(
+    solution: pd.DataFrame, submission: pd.DataFrame, id_column: str = "eeg_id"
+) -> dict[str, float]:
+    """A submission's score beside the uniform prediction's, over all rows and the
+    high-agreement ones: ``rows``, ``rows_hq``, ``kl_divergence``, ``kl_divergence_hq``,
+    ``uniform``, ``uniform_hq``. Rows are matched by id; bad frames raise ``HMSDataError`` or
+    ``ValueError``."""
+    ids, votes, preds = align(solution, submission, id_column)
+    scored = kl_summary(votes, preds)
+    uniform = kl_summary(votes, uniform_prediction(len(ids)))
+    return {
+        "rows": float(scored.n),
+        "rows_hq": float(scored.n_hq),
+        "kl_divergence": scored.kl,
+        "kl_divergence_hq": scored.kl_hq,
+        "uniform": uniform.kl,
+        "uniform_hq": uniform.kl_hq,
+    }
+
+
+def bayes_floor(
+    solution: pd.DataFrame, latent: pd.DataFrame, id_column: str = "eeg_id"
+) -> dict[str, float]:
+    """The score of the latent distributions the votes were drawn from (built-in datasets'
+    ``test_latent.csv``), which no model beats on average: ``bayes_floor``, ``bayes_floor_hq``."""
+    _, votes, lat = align(solution, latent, id_column)
+    floor = kl_summary(votes, lat / lat.sum(axis=1, keepdims=True))
+    return {"bayes_floor": floor.kl, "bayes_floor_hq": floor.kl_hq}

@@ -7,19 +7,32 @@ were drawn from, which no model can beat on average. The last line is ``kl_diver
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig
 
 from hms.cli import hydra_main
+from hms.constants import HQ_VOTES
 from hms.data.io import read_csv_checked
 from hms.errors import HMSDataError
-from hms.metrics import HQ_VOTES, align, kl_per_row, uniform_prediction
+from hms.metrics import bayes_floor, score_submission
 
 
 def _read(path: str | Path, what: str) -> pd.DataFrame:
     return read_csv_checked(path, (), f"{what} file")  # columns are checked when aligning
+
+
+@contextlib.contextmanager
+def _blamed_on(path: str | Path) -> Iterator[None]:
+    """A problem found while scoring is reported as a problem of the file ``path``."""
+    try:
+        yield
+    except (HMSDataError, ValueError) as exc:
+        problem = exc.problem if isinstance(exc, HMSDataError) else str(exc)
+        raise HMSDataError(path, problem) from exc
 
 
 def score_files(
@@ -31,38 +44,18 @@ def score_files(
     """Score CSV files; returns the report as a dict (keys as printed)."""
     sol_df = _read(solution, "solution")
     sub_df = _read(submission, "submission")
-    try:
-        ids, votes, preds = align(sol_df, sub_df, id_column)
-        row_kl = kl_per_row(votes, preds)
-    except (HMSDataError, ValueError) as exc:
-        problem = exc.problem if isinstance(exc, HMSDataError) else str(exc)
-        raise HMSDataError(submission, problem) from exc
-    hq = votes.sum(axis=1) >= HQ_VOTES
-    report = {
-        "rows": float(len(ids)),
-        "rows_hq": float(hq.sum()),
-        "kl_divergence": float(row_kl.mean()),
-        "kl_divergence_hq": float(row_kl[hq].mean()) if hq.any() else float("nan"),
-    }
-    uniform_rows = kl_per_row(votes, uniform_prediction(len(ids)))
-    report["uniform"] = float(uniform_rows.mean())
-    report["uniform_hq"] = float(uniform_rows[hq].mean()) if hq.any() else float("nan")
+    with _blamed_on(submission):
+        report = score_submission(sol_df, sub_df, id_column)
     if latent is not None:
         lat_df = _read(latent, "latent")
-        try:
-            _, votes_l, lat = align(sol_df, lat_df, id_column)
-            floor_rows = kl_per_row(votes_l, lat / lat.sum(axis=1, keepdims=True))
-        except (HMSDataError, ValueError) as exc:
-            problem = exc.problem if isinstance(exc, HMSDataError) else str(exc)
-            raise HMSDataError(latent, problem) from exc
-        report["bayes_floor"] = float(floor_rows.mean())
-        report["bayes_floor_hq"] = float(floor_rows[hq].mean()) if hq.any() else float("nan")
+        with _blamed_on(latent):
+            report.update(bayes_floor(sol_df, lat_df, id_column))
     return report
 
 
 def format_report(report: dict[str, float]) -> str:
     lines = [f"rows: {int(report['rows'])} ({int(report['rows_hq'])} with >= {HQ_VOTES} votes)"]
-    lines.append(f"{'':24s}{'all rows':>12s}{'>= 10 votes':>14s}")
+    lines.append(f"{'':24s}{'all rows':>12s}{f'>= {HQ_VOTES} votes':>14s}")
     lines.append(f"{'uniform prediction':24s}{report['uniform']:12.4f}{report['uniform_hq']:14.4f}")
     if "bayes_floor" in report:
         lines.append(

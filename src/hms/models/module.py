@@ -4,15 +4,18 @@ It holds only primitive hyperparameters — the network's import path and keywor
 augmentations, the optimiser and schedule — so ``HMSModule.load_from_checkpoint(path)`` rebuilds
 any run without Hydra or the config files. The loss is the competition's KL divergence; the
 validation scores (``val/kl`` on all samples, ``val/kl_hq`` on those with >= 10 votes, and the
-per-class terms) are computed with ``hms.metrics`` on the whole validation set at once, exactly as
-the Kaggle scorer would compute them.
+per-class terms) are computed with ``hms.metrics.kl_summary`` on the whole validation set at
+once, exactly as the Kaggle scorer would compute them.
+
+``probabilities`` is the one definition of a prediction: softmax, averaged with the left/right
+mirror's under test-time flip; ``HMSModule.predict_proba`` and the TorchScript export use it.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from hms.constants import CLASSES
-from hms.metrics import HQ_VOTES, kl_terms
+from hms.metrics import kl_summary, kl_terms
 from hms.models.losses import kl_loss
 from hms.transforms.augment import Augment, flip_batch
 
@@ -57,6 +60,17 @@ def net_class_from(path: str) -> type[nn.Module]:
             "hms.models package can be built"
         )
     return obj
+
+
+def probabilities(
+    net: Callable[[Mapping[str, Tensor]], Tensor], batch: Mapping[str, Tensor], tta_flip: bool
+) -> Tensor:
+    """Class probabilities (B, 6) float32 of ``net(batch)`` logits, averaged with those of the
+    left/right mirrored batch when ``tta_flip``."""
+    probs = torch.softmax(net(batch).float(), dim=-1)
+    if tta_flip:
+        probs = 0.5 * (probs + torch.softmax(net(flip_batch(batch)).float(), dim=-1))
+    return probs
 
 
 class HMSModule(pl.LightningModule):
@@ -103,10 +117,7 @@ class HMSModule(pl.LightningModule):
     @torch.no_grad()
     def predict_proba(self, batch: Mapping[str, Tensor]) -> Tensor:
         """Class probabilities (B, 6), averaged with the left/right mirror when ``tta_flip``."""
-        probs = torch.softmax(self(batch).float(), dim=-1)
-        if self.hparams.tta_flip:
-            probs = 0.5 * (probs + torch.softmax(self(flip_batch(batch)).float(), dim=-1))
-        return probs
+        return probabilities(self, batch, self.hparams.tta_flip)
 
     # ------------------------------------------------------------------ steps
 
@@ -153,18 +164,12 @@ class HMSModule(pl.LightningModule):
         probs /= probs.sum(axis=1, keepdims=True)
         target = parts["target"].cpu().double().numpy()[first]
         n_votes = parts["n_votes"].cpu().numpy()[first]
-        terms = kl_terms(target, probs)
-        rows = terms.sum(axis=1)
-        metrics = {"val/kl": float(rows.mean())}
-        hq = n_votes >= HQ_VOTES
-        metrics["val/kl_hq"] = float(rows[hq].mean()) if hq.any() else float("nan")
-        for name, value in zip(CLASSES, terms.mean(axis=0), strict=True):
+        summary = kl_summary(target, probs, n_votes)
+        metrics = {"val/kl_hq": summary.kl_hq}
+        for name, value in zip(CLASSES, kl_terms(target, probs).mean(axis=0), strict=True):
             metrics[f"val/kl_{name}"] = float(value)
-        self.log("val/kl", metrics.pop("val/kl"), prog_bar=True)
+        self.log("val/kl", summary.kl, prog_bar=True)
         self.log_dict(metrics)
-
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return {"index": batch["index"], "probs": self.predict_proba(batch)}
 
     # ------------------------------------------------------------------ optimisation
 
