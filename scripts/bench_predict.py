@@ -4,9 +4,9 @@ It builds a weights folder of the seed ensemble (effnet_b0, resnet1d_gru, multis
 multispec_b1) with ``--folds`` checkpoints per member at the input sizes of the chosen recipe
 (default: the seed's sizes, no experiment; ``--experiment demo`` for the CPU-sized models). The
 networks are freshly initialised (throughput does not depend on the weights; a multispec_b1 with
-dataset normalisation gets unit statistics). Then it times ``hms.predict.predict`` on the test
-split of ``--data-dir`` twice: the first run includes building the test cache, the second reuses
-it, so the difference is the cost of preprocessing. Run from the repository root:
+dataset normalisation gets unit statistics). Then it times ``hms.submission.predict`` on the
+test split of ``--data-dir`` twice: the first run includes building the test cache, the second
+reuses it, so the difference is the cost of preprocessing. Run from the repository root:
 
     python scripts/bench_predict.py --data-dir data/demo --folds 5
     python scripts/bench_predict.py --data-dir data/demo --folds 5 --device cuda --batch-size 64
@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec
 from hms.cli import conf_dir
-from hms.predict import predict
+from hms.submission import predict
 
 SEED = {"effnet_b0": 0.50, "resnet1d_gru": 0.15, "multispec_b0": 0.175, "multispec_b1": 0.175}
 
@@ -65,8 +65,8 @@ def write_weights(out: Path, folds: int, experiment: str | None) -> None:
             "recording": OmegaConf.to_container(cfg.data.recording, resolve=True),
             "window": OmegaConf.to_container(cfg.data.window, resolve=True),
         }
-    spec = EnsembleSpec(name="seed", weights=SEED, checkpoints=checkpoints, data=data)
-    (out / ENSEMBLE_FILE).write_text(json.dumps(spec.to_json(), indent=2))
+    ensemble = EnsembleSpec(name="seed", weights=SEED, checkpoints=checkpoints, data=data)
+    (out / ENSEMBLE_FILE).write_text(json.dumps(ensemble.to_json(), indent=2))
 
 
 def main() -> None:

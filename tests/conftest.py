@@ -166,7 +166,7 @@ def weights(tiny, tmp_path_factory) -> Path:
     data: dict[str, dict] = {}
     for member, fold, overrides in RUNS:
         cfg = compose_train(work, root, *overrides, f"fold={fold}")
-        from hms.train import train  # Lightning and timm: only for the tests that need them
+        from hms.training import train  # Lightning and timm: only for the tests that need them
 
         train(cfg)
         run = Path(cfg.run_dir)

@@ -17,12 +17,12 @@ import pytest
 import torch
 from scipy.signal import resample_poly
 
-from hms.annotate import annotate, window_starts
+from hms.annotation import annotate, window_starts
 from hms.constants import CLASSES, CONSENSUS_NAMES, EEG_CHANNELS, SAMPLE_RATE, VOTE_COLUMNS
 from hms.data.io import read_eeg, write_eeg_parquet
 from hms.data.recording import EEGRecording, canonical_channel, map_channels
 from hms.errors import HMSDataError
-from hms.predict import predict
+from hms.submission import predict
 
 EDF_RATE = 256  # Hz: not the HMS 200 Hz, so reading must resample
 START = dt.datetime(2024, 3, 1, 22, 15, 0, tzinfo=dt.UTC)

@@ -15,7 +15,7 @@ from hms.blend import ENSEMBLE_FILE, blend, read_ensemble
 from hms.cli import conf_dir
 from hms.constants import VOTE_COLUMNS
 from hms.data.labels import TARGET_COLUMNS
-from hms.ensemble import build_ensemble, fit_weights, format_table
+from hms.ensembling import build_ensemble, fit_weights, format_table
 from hms.errors import HMSDataError
 from hms.metrics import kl_divergence
 

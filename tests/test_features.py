@@ -18,7 +18,8 @@ from hydra.utils import instantiate
 from hms.cli import conf_dir
 from hms.constants import SAMPLE_RATE, VOTE_COLUMNS, WINDOW_SAMPLES
 from hms.data.labels import TARGET_COLUMNS
-from hms.ensemble import build_ensemble
+from hms.ensembling import build_ensemble
+from hms.inference import load_member_checkpoint
 from hms.metrics import kl_divergence
 from hms.models.features import (
     BANDS,
@@ -30,8 +31,8 @@ from hms.models.features import (
     welch_psd,
 )
 from hms.models.inference import predict_loader
-from hms.predict import load_member_checkpoint, predict
-from hms.train import train
+from hms.submission import predict
+from hms.training import train
 
 from .conftest import compose_train
 

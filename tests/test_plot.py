@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hms.data.sample import load_sample
 from hms.errors import HMSDataError
 from hms.metrics import kl_divergence, normalize_votes
-from hms.plot import _confusion, _kl_by_votes, load_sample, per_class_kl, sample_figure
+from hms.report import _confusion, _kl_by_votes, per_class_kl, sample_figure
 
 from .conftest import KAGGLE_SAMPLES
 

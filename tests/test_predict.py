@@ -26,8 +26,9 @@ from hms.data.io import read_eeg, read_spectrogram, write_eeg_parquet
 from hms.data.preprocess import RecordingSettings, WindowSettings
 from hms.data.spectrogram import kaggle_spectrogram
 from hms.errors import HMSDataError
+from hms.inference import resolve_device, resolve_precision
 from hms.models.module import HMSModule
-from hms.predict import predict, resolve_device, resolve_precision
+from hms.submission import predict
 
 from .conftest import WEIGHTS, copy_kaggle_test
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hms.constants import BIPOLAR_PAIRS, CHAINS, EEG_CHANNELS, SAMPLE_RATE
+from hms.constants import BIPOLAR_PAIRS, CHAINS, CHANNEL_INDEX, EEG_CHANNELS, MIRROR, SAMPLE_RATE
 from hms.data.io import read_eeg
 from hms.data.montage import (
     apply_montage,
     bipolar_flip_index,
     bipolar_names,
-    referential_flip_index,
 )
 from hms.data.preprocess import (
     RecordingSettings,
@@ -72,7 +71,7 @@ def test_montage_pairs_and_clip():
 def test_flip_is_consistent_between_referential_and_bipolar(kaggle_dir):
     x = read_eeg(kaggle_dir / "test_eegs" / "3911565283.parquet")
     for midline in (False, True):
-        ref_flip = referential_flip_index()
+        ref_flip = [CHANNEL_INDEX[MIRROR[name]] for name in EEG_CHANNELS]  # each electrode's mirror
         bip_flip = bipolar_flip_index(midline)
         a = apply_montage(x[:, ref_flip], midline, clip_uv=None)
         b = apply_montage(x, midline, clip_uv=None)[:, bip_flip]

@@ -25,7 +25,7 @@ from hms.metrics import kl_divergence
 from hms.models.inference import predict_loader
 from hms.models.losses import kl_loss
 from hms.models.module import HMSModule
-from hms.train import train
+from hms.training import train
 
 MODELS = ("effnet_b0", "resnet1d_gru", "multispec_b0", "multispec_b1")
 

@@ -1,5 +1,9 @@
 """Blending member predictions, and the ensemble file ``hms.ensemble`` writes for ``hms.predict``.
 
+``blend`` mixes prediction arrays; ``blend_members`` (and ``EnsembleSpec.blend``) mixes named
+members' predictions, each the mean over the member's folds (``hms.inference.fold_mean``), with
+an ensemble's weights: the one blend of every command that predicts.
+
 A *weights folder* (``weights_dir``) is self-contained, so it can be uploaded as a Kaggle dataset::
 
     weights_dir/
@@ -70,6 +74,18 @@ def blend(
     return out / out.sum(axis=1, keepdims=True)
 
 
+def blend_members(
+    member_probs: Mapping[str, np.ndarray],
+    weights: Mapping[str, float],
+    space: str = "prob",
+    bias: Sequence[float] | None = None,
+) -> np.ndarray:
+    """``blend`` of the members' predictions (N, 6) by name, each with its weight in ``weights``;
+    the members given, in their order."""
+    names = list(member_probs)
+    return blend([member_probs[n] for n in names], [weights[n] for n in names], space, bias)
+
+
 @dataclass
 class EnsembleSpec:
     """The content of ``ensemble.json`` (paths of checkpoints relative to the weights folder)."""
@@ -85,6 +101,11 @@ class EnsembleSpec:
     @property
     def members(self) -> list[str]:
         return list(self.weights)
+
+    def blend(self, member_probs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """This ensemble's prediction from its members' (all of them, or a subset such as those
+        of positive weight): ``blend_members`` with this file's weights, space and bias."""
+        return blend_members(member_probs, self.weights, self.space, self.bias)
 
     def to_json(self) -> dict[str, Any]:
         return {

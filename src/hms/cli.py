@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hydra
+
 import hms
 from hms.errors import HMSDataError, HMSRunError
 
@@ -31,7 +33,6 @@ def hydra_main(config_name: str) -> Callable:
     finish for another reason (``HMSRunError``: a killed worker process) ends the same way with
     exit status 1.
     """
-    import hydra
 
     def decorate(task: Callable[[Any], Any]) -> Callable:
         @functools.wraps(task)

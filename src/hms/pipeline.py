@@ -26,16 +26,20 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra import compose
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hms.blend import blend
+from hms.blend import blend_members
 from hms.cli import hydra_main
 from hms.constants import VOTE_COLUMNS
 from hms.data.io import read_csv_checked, write_csv
-from hms.ensemble import build_ensemble, format_table, scores
+from hms.ensembling import build_ensemble, format_table
 from hms.errors import HMSDataError
-from hms.metrics import align, uniform_prediction
-from hms.train import train
+from hms.metrics import align, bayes_floor, kl_summary, score_submission
+from hms.submission import predict
+from hms.synth import generate
+from hms.synth.generate import PARTIAL_NAME
+from hms.training import train
 
 
 def _trainer(cfg: DictConfig) -> str:
@@ -46,14 +50,10 @@ def _trainer(cfg: DictConfig) -> str:
 
 def _experiment() -> str:
     """The experiment config chosen on the command line (``experiment=demo``)."""
-    from hydra.core.hydra_config import HydraConfig
-
     return str(HydraConfig.get().runtime.choices["experiment"])
 
 
 def _ensemble() -> str:
-    from hydra.core.hydra_config import HydraConfig
-
     return str(HydraConfig.get().runtime.choices["ensemble"])
 
 
@@ -68,8 +68,6 @@ def _common(cfg: DictConfig) -> list[str]:
 def ensure_data(cfg: DictConfig) -> Path:
     """The data folder; the built-in dataset is generated there when it is absent, or when a
     generation was interrupted there (its ``train.csv`` alone does not make it complete)."""
-    from hms.synth.generate import PARTIAL_NAME
-
     data_dir = Path(cfg.data_dir)
     interrupted = (data_dir / PARTIAL_NAME).exists()
     if (data_dir / "train.csv").is_file() and not interrupted:
@@ -80,8 +78,6 @@ def ensure_data(cfg: DictConfig) -> Path:
                 data_dir, "an interrupted python -m hms.synth left this folder incomplete"
             )
         raise HMSDataError(data_dir, "no train.csv here (give data_dir=... an HMS-layout folder)")
-    from hms.synth import generate
-
     print(f"[pipeline] generating the built-in {cfg.synth_preset} dataset in {data_dir}")
     generate(data_dir, preset=str(cfg.synth_preset), seed=int(cfg.synth_seed), workers=2)
     return data_dir
@@ -138,15 +134,17 @@ def train_members(cfg: DictConfig, members: list[str]) -> dict[str, list[dict]]:
     return results
 
 
-def _test_scores(votes: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    kl = scores(votes, probs, votes.sum(axis=1))
-    return {"test": kl["kl"], "test_hq": kl["kl_hq"]}
+def _test_scores(kl: float, kl_hq: float) -> dict[str, float]:
+    return {"test": kl, "test_hq": kl_hq}
+
+
+def _member_test_scores(votes: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    summary = kl_summary(votes, probs)
+    return _test_scores(summary.kl, summary.kl_hq)
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
-    from hms.predict import predict  # after training: keeps the import graph simple
-
     data_dir = ensure_data(cfg)
     members = list(cfg.ensemble.members)
     if cfg.members is not None:  # a subset of the ensemble's members, e.g. to try one model
@@ -208,28 +206,31 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         "table": table,
     }
     answers = data_dir / "test_answers.csv"
-    if answers.is_file():
+    if answers.is_file():  # the scores of hms.score, and each member's and blend's
         solution = read_csv_checked(answers, ("eeg_id", *VOTE_COLUMNS), "test answers")
-        ids, votes, preds = align(solution, submission)
+        test = score_submission(solution, submission)
+        ids, votes, _ = align(solution, submission)
         order = pd.Index(submission["eeg_id"]).get_indexer(ids)
         by_name = {r["name"]: r for r in table}
         for name, probs in member_probs.items():
-            by_name.setdefault(name, {"name": name}).update(_test_scores(votes, probs[order]))
+            by_name.setdefault(name, {"name": name}).update(
+                _member_test_scores(votes, probs[order])
+            )
         chosen = next(r for r in table if r["name"].startswith(f"blend: {cfg.use}"))
-        chosen.update(_test_scores(votes, preds))
+        chosen.update(_test_scores(test["kl_divergence"], test["kl_divergence_hq"]))
         configured = [r for r in table if r["name"].startswith("blend: configured")]
         if cfg.use != "configured" and configured:
             w = summary["configured_weights"]
-            probs = blend([member_probs[m][order] for m in w], list(w.values()), cfg.space)
-            configured[0].update(_test_scores(votes, probs))
+            probs = blend_members({m: member_probs[m][order] for m in w}, w, cfg.space)
+            configured[0].update(_member_test_scores(votes, probs))
         uniform = next(r for r in table if r["name"] == "uniform")
-        uniform.update(_test_scores(votes, uniform_prediction(len(ids))))
+        uniform.update(_test_scores(test["uniform"], test["uniform_hq"]))
         latent = data_dir / "test_latent.csv"
         if latent.is_file():
             lat_df = read_csv_checked(latent, ("eeg_id", *VOTE_COLUMNS), "test latent")
-            _, votes_l, lat = align(solution, lat_df)
             floor = {"name": "Bayes floor (latent)", "cv": np.nan, "cv_hq": np.nan}
-            floor.update(_test_scores(votes_l, lat / lat.sum(axis=1, keepdims=True)))
+            lat = bayes_floor(solution, lat_df)
+            floor.update(_test_scores(lat["bayes_floor"], lat["bayes_floor_hq"]))
             table.append(floor)
     timings["total"] = time.perf_counter() - t0
     report["seconds"] = {k: round(v, 1) for k, v in timings.items()}

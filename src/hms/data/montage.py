@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hms.constants import BIPOLAR_PAIRS, CHANNEL_INDEX, EEG_CHANNELS, MIDLINE_PAIRS, MIRROR
+from hms.constants import BIPOLAR_PAIRS, CHANNEL_INDEX, MIDLINE_PAIRS, MIRROR
 
 
 def bipolar_pairs(midline: bool = False) -> tuple[tuple[str, str], ...]:
@@ -35,11 +35,6 @@ def apply_montage(x: np.ndarray, midline: bool = False, clip_uv: float | None = 
     if clip_uv is not None:
         y = y.clip(-clip_uv, clip_uv)
     return y
-
-
-def referential_flip_index() -> np.ndarray:
-    """Permutation of ``EEG_CHANNELS`` that swaps each electrode with its mirror."""
-    return np.array([CHANNEL_INDEX[MIRROR[name]] for name in EEG_CHANNELS], dtype=np.int64)
 
 
 def bipolar_flip_index(midline: bool = False) -> np.ndarray:

@@ -12,8 +12,8 @@ Every network takes primitive arguments only, has ``forward(batch) -> logits (B,
 feature baseline, ``features.FeatureGBM``) is fitted in one pass instead of by gradient steps.
 """
 
-from hms.models.losses import kl_loss, kl_per_class
+from hms.models.losses import kl_loss
 from hms.models.resnet1d_gru import ResNet1DGRU
 from hms.models.spec_cnn import SpecCNN
 
-__all__ = ["ResNet1DGRU", "SpecCNN", "kl_loss", "kl_per_class"]
+__all__ = ["ResNet1DGRU", "SpecCNN", "kl_loss"]

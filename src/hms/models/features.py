@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hms.constants import CHAIN_NAMES, N_CLASSES, SAMPLE_RATE, WINDOW_SAMPLES
+from hms.transforms.augment import flip_batch
 
 # Frequency bands (Hz) of the band-power features: delta split finely, since rhythmic and periodic
 # patterns live there.
@@ -421,8 +422,6 @@ class FeatureGBM(nn.Module):
     def collect(self, batches: Iterable[Mapping[str, Tensor]]) -> dict[str, np.ndarray]:
         """Features of every window the batches hold (and of their mirror images), with each
         window's sample index and target."""
-        from hms.transforms.augment import flip_batch
-
         feats, index, target, votes = [], [], [], []
         device = self.features.band_masks.device
         for batch in batches:
@@ -444,7 +443,7 @@ class FeatureGBM(nn.Module):
     def fit(self, data: dict[str, np.ndarray], groups: Mapping[int, Any]) -> dict[str, Any]:
         """Fit on ``collect``'s output; ``groups`` maps a sample index to its patient (the
         early-stopping split keeps patients apart). Returns what was chosen."""
-        import lightgbm as lgb
+        import lightgbm as lgb  # only where a baseline is fitted: loading and predicting need none
 
         x, index, target = data["features"], data["index"], data["target"]
         target = target / target.sum(axis=1, keepdims=True)

@@ -1,4 +1,5 @@
-"""Batched prediction with a trained module, shared by out-of-fold scoring and ``hms.predict``."""
+"""One module's batched prediction over a loader: out-of-fold scoring (``hms.training``) and
+every ensemble prediction (``hms.inference``)."""
 
 from __future__ import annotations
 

@@ -28,8 +28,3 @@ def kl_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Ten
         return rows.mean()
     weight = weight.float()
     return (rows * weight).sum() / weight.sum().clamp_min(torch.finfo(torch.float32).tiny)
-
-
-def kl_per_class(logits: Tensor, target: Tensor) -> Tensor:
-    """(K,) batch-mean contribution of each class to ``kl_loss``; sums to the loss (for logging)."""
-    return _kl_terms(logits, target).mean(dim=0)

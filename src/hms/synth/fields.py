@@ -73,13 +73,3 @@ def spectrogram_pairs() -> tuple[np.ndarray, np.ndarray]:
         np.array([CHANNEL_INDEX[a] for a, _ in pairs]),
         np.array([CHANNEL_INDEX[b] for _, b in pairs]),
     )
-
-
-def hemisphere_power(x: np.ndarray) -> tuple[float, float]:
-    """Mean power of the left and right parasagittal+temporal bipolar chains of (T, 20) EEG."""
-    anode, cathode = spectrogram_pairs()
-    bip = x[:, anode] - x[:, cathode]  # LL, RL, LP, RP x 4
-    power = np.nanmean(bip**2, axis=0)
-    left = float(np.mean(np.r_[power[0:4], power[8:12]]))
-    right = float(np.mean(np.r_[power[4:8], power[12:16]]))
-    return left, right

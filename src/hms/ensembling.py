@@ -1,0 +1,332 @@
+"""Fold runs -> an ensemble: the work of ``python -m hms.ensemble`` (and of the pipeline).
+
+``build_ensemble(cfg)`` reads each member's out-of-fold predictions
+(``<runs_dir>/<member>/fold*/oof.parquet``), aligns them by sample, and scores the
+cross-validated KL (all samples, and those with >= 10 votes) of
+
+- every member alone,
+- the configured blend (``conf/ensemble/<name>.yaml``; ``seed`` is the seed solution's 0.50 /
+  0.15 / 0.35),
+- weights fitted on the OOF predictions (non-negative, summing to 1; optionally a per-class bias),
+  scored twice: in-sample (optimistic) and cross-validated by fold (weights fitted on the other
+  folds, applied to the held-out one): the number to trust.
+
+A member marked ``blend: false`` (the feature baseline in ``conf/ensemble/seed.yaml``) is a
+reference: it is scored, written and predicted like the others, with weight 0 in every blend.
+
+It then writes the chosen ensemble (``use=configured|fitted``) to ``weights_dir``: the member
+checkpoints (``<member>/fold<k>.ckpt``) and ``ensemble.json`` (``hms.blend``), which
+``hms.predict`` reads, and the report (``hms.report.ensemble_report``). The folder is built
+beside the target and renamed into place, so an interrupted run never leaves half an ensemble.
+``format_table`` is the table the command prints.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from scipy.optimize import minimize
+
+from hms.blend import ENSEMBLE_FILE, EnsembleSpec, blend
+from hms.constants import HQ_VOTES, N_CLASSES, VOTE_COLUMNS
+from hms.data.io import atomic_dir, write_parquet
+from hms.data.labels import TARGET_COLUMNS
+from hms.errors import HMSDataError
+from hms.metrics import kl_per_row, kl_summary
+from hms.report import ensemble_report
+
+_KEYS = ["sample_id", "eeg_id", "patient_id", "fold"]
+
+
+@dataclass
+class MemberRuns:
+    """One member's fold runs: OOF rows (sorted by sample_id) and the run folders by fold."""
+
+    name: str
+    oof: pd.DataFrame
+    runs: dict[int, Path]
+
+    @property
+    def probs(self) -> np.ndarray:
+        return self.oof[list(VOTE_COLUMNS)].to_numpy(np.float64)
+
+
+def load_member(name: str, runs_dir: Path, folds: list[int] | None = None) -> MemberRuns:
+    """Every ``fold*/oof.parquet`` (or only ``folds``) of one member, with its ``best.ckpt``."""
+    runs_dir = Path(runs_dir)
+    found = {}
+    for path in sorted(runs_dir.glob("fold*/oof.parquet")):
+        try:
+            fold = int(path.parent.name.removeprefix("fold"))
+        except ValueError:
+            continue
+        if (path.parent / "best.ckpt").is_file():
+            found[fold] = path.parent
+    if folds is not None:
+        missing = sorted(set(folds) - set(found))
+        if missing:
+            raise HMSDataError(
+                runs_dir,
+                f"member {name!r} has no finished run (oof.parquet + best.ckpt) for folds "
+                f"{missing}; found folds {sorted(found)}",
+            )
+        found = {f: found[f] for f in folds}
+    if not found:
+        raise HMSDataError(
+            runs_dir, f"member {name!r} has no finished run (fold*/oof.parquet + best.ckpt)"
+        )
+    parts = []
+    for fold, run in sorted(found.items()):
+        frame = pd.read_parquet(run / "oof.parquet")
+        missing_cols = [c for c in (*_KEYS, *VOTE_COLUMNS, *TARGET_COLUMNS) if c not in frame]
+        if missing_cols:
+            raise HMSDataError(run / "oof.parquet", f"missing columns {missing_cols}")
+        if set(frame["fold"].unique()) != {fold}:
+            raise HMSDataError(run / "oof.parquet", f"rows of another fold than {fold}")
+        parts.append(frame)
+    oof = pd.concat(parts, ignore_index=True).sort_values("sample_id", ignore_index=True)
+    if oof["sample_id"].duplicated().any():
+        raise HMSDataError(runs_dir, f"member {name!r}: a sample appears in two folds")
+    return MemberRuns(name, oof, found)
+
+
+def align_members(members: list[MemberRuns]) -> pd.DataFrame:
+    """Check that every member covers the same folds and samples; returns the shared rows."""
+    ref = members[0]
+    for m in members[1:]:
+        if set(m.runs) != set(ref.runs):
+            raise HMSDataError(
+                None,
+                f"members cover different folds: {ref.name} {sorted(ref.runs)}, "
+                f"{m.name} {sorted(m.runs)}",
+            )
+        for fold in ref.runs:
+            a = set(ref.oof.loc[ref.oof["fold"] == fold, "sample_id"])
+            b = set(m.oof.loc[m.oof["fold"] == fold, "sample_id"])
+            if a != b:
+                raise HMSDataError(
+                    m.runs[fold] / "oof.parquet",
+                    f"fold {fold}: samples differ from {ref.name}'s ({len(a ^ b)} not shared); "
+                    "were the runs trained on the same data and folds?",
+                )
+        same = np.allclose(
+            m.oof[list(TARGET_COLUMNS)].to_numpy(), ref.oof[list(TARGET_COLUMNS)].to_numpy()
+        )
+        if not same:
+            raise HMSDataError(None, f"{m.name} and {ref.name} have different targets")
+    return ref.oof[[*_KEYS, *TARGET_COLUMNS, "n_votes"]].copy()
+
+
+# --------------------------------------------------------------------------- scores and fitting
+
+
+def scores(targets: np.ndarray, probs: np.ndarray, n_votes: np.ndarray) -> dict[str, float]:
+    """A row of the table: the KL of all samples and of the high-agreement ones."""
+    summary = kl_summary(targets, probs, n_votes)
+    return {"kl": summary.kl, "kl_hq": summary.kl_hq}
+
+
+def _unpack(z: np.ndarray, n: int, fit_bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    w = np.exp(z[:n] - z[:n].max())
+    w /= w.sum()
+    bias = None
+    if fit_bias:
+        bias = np.append(z[n:], 0.0)  # the last class is the reference: 5 free values
+        bias -= bias.mean()
+    return w, bias
+
+
+def fit_weights(
+    probs: list[np.ndarray], targets: np.ndarray, space: str = "prob", fit_bias: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Weights (non-negative, summing to 1) and optionally a per-class log bias minimising the
+    mean KL of the blend on these rows (L-BFGS on a softmax parametrisation)."""
+    n = len(probs)
+
+    def loss(z: np.ndarray) -> float:
+        w, bias = _unpack(z, n, fit_bias)
+        return float(kl_per_row(targets, blend(probs, w, space, bias)).mean())
+
+    z0 = np.zeros(n + (N_CLASSES - 1 if fit_bias else 0))
+    result = minimize(loss, z0, method="L-BFGS-B")
+    return _unpack(result.x, n, fit_bias)
+
+
+def fold_cv_blend(
+    probs: list[np.ndarray],
+    targets: np.ndarray,
+    folds: np.ndarray,
+    space: str,
+    fit_bias: bool,
+) -> np.ndarray | None:
+    """Predictions of weights fitted on the other folds, for each fold (None with one fold)."""
+    unique = np.unique(folds)
+    if len(unique) < 2:
+        return None
+    out = np.zeros_like(probs[0])
+    for fold in unique:
+        held = folds == fold
+        w, bias = fit_weights([p[~held] for p in probs], targets[~held], space, fit_bias)
+        out[held] = blend([p[held] for p in probs], w, space, bias)
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _member_data(run: Path) -> dict[str, Any]:
+    """The preprocessing settings a run was trained with (from its config.yaml)."""
+    cfg = OmegaConf.load(run / "config.yaml")
+    return {
+        "recording": OmegaConf.to_container(cfg.data.recording, resolve=True),
+        "window": OmegaConf.to_container(cfg.data.window, resolve=True),
+    }
+
+
+def write_weights_dir(ensemble: EnsembleSpec, members: list[MemberRuns], weights_dir: Path) -> None:
+    """Copy the checkpoints and write ensemble.json into a fresh folder renamed onto weights_dir."""
+    with atomic_dir(weights_dir) as tmp:
+        for m in members:
+            (tmp / m.name).mkdir()
+            for fold, run in sorted(m.runs.items()):
+                shutil.copy2(run / "best.ckpt", tmp / m.name / f"fold{fold}.ckpt")
+        (tmp / ENSEMBLE_FILE).write_text(json.dumps(ensemble.to_json(), indent=2))
+
+
+# --------------------------------------------------------------------------- building
+
+
+REPORT_DIR = "report"  # the PNGs and report.html, inside the weights folder
+
+
+def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
+    """Score members and blends on OOF, write the chosen ensemble; returns the summary."""
+    t0 = time.perf_counter()
+    ecfg = cfg.ensemble
+    names = list(ecfg.members)
+    if not names:
+        raise HMSDataError(None, f"ensemble {ecfg.name!r} has no members")
+    folds = list(cfg.folds) if cfg.get("folds") is not None else None
+    members = []
+    for name in names:
+        member_cfg = ecfg.members[name] or {}
+        runs = Path(member_cfg.get("runs") or Path(cfg.runs_dir) / name)
+        members.append(load_member(name, runs, folds))
+    rows = align_members(members)
+    targets = rows[list(TARGET_COLUMNS)].to_numpy(np.float64)
+    n_votes = rows["n_votes"].to_numpy()
+    fold_of = rows["fold"].to_numpy()
+    probs = [m.probs for m in members]
+    space, fit_bias = str(cfg.space), bool(cfg.fit_bias)
+    blended = np.array([bool((ecfg.members[n] or {}).get("blend", True)) for n in names])
+    if not blended.any():
+        raise HMSDataError(None, f"ensemble {ecfg.name!r}: every member has blend: false")
+    in_blend = [p for p, b in zip(probs, blended, strict=True) if b]
+
+    configured = np.array([float((ecfg.members[n] or {}).get("weight", 0.0)) for n in names])
+    configured[~blended] = 0.0
+    if configured.sum() <= 0:
+        configured = blended.astype(np.float64)
+    configured = configured / configured.sum()
+    fitted_w = np.zeros(len(names))
+    fitted_w[blended], fitted_bias = fit_weights(in_blend, targets, space, fit_bias)
+    cv_probs = fold_cv_blend(in_blend, targets, fold_of, space, fit_bias)
+    table = []
+    for m, b in zip(members, blended, strict=True):
+        row = {"name": m.name, **scores(targets, m.probs, n_votes)}
+        if not b:
+            row["reference"] = True
+        table.append(row)
+    configured_probs = blend(probs, configured, space)
+    table.append(
+        {"name": f"blend: configured ({ecfg.name})", **scores(targets, configured_probs, n_votes)}
+    )
+    fitted_probs = blend(probs, fitted_w, space, fitted_bias)
+    table.append({"name": "blend: fitted, in-sample", **scores(targets, fitted_probs, n_votes)})
+    if cv_probs is not None:
+        table.append({"name": "blend: fitted, CV by fold", **scores(targets, cv_probs, n_votes)})
+    uniform = np.full_like(targets, 1.0 / N_CLASSES)
+    table.append({"name": "uniform", **scores(targets, uniform, n_votes)})
+
+    use = str(cfg.use)
+    if use not in ("configured", "fitted"):
+        raise HMSDataError(None, f"use must be 'configured' or 'fitted', got {use!r}")
+    weights = configured if use == "configured" else fitted_w
+    bias = fitted_bias if use == "fitted" else None
+    chosen = configured_probs if use == "configured" else fitted_probs
+    summary = {
+        "ensemble": str(ecfg.name),
+        "use": use,
+        "space": space,
+        "folds": sorted(int(f) for f in members[0].runs),
+        "n_samples": len(rows),
+        "n_samples_hq": int((n_votes >= HQ_VOTES).sum()),
+        "configured_weights": dict(zip(names, configured.round(4).tolist(), strict=True)),
+        "fitted_weights": dict(zip(names, fitted_w.round(4).tolist(), strict=True)),
+        "references": [n for n, b in zip(names, blended, strict=True) if not b],
+        "fitted_bias": None if fitted_bias is None else fitted_bias.round(4).tolist(),
+        "table": table,
+    }
+    ensemble = EnsembleSpec(
+        name=str(ecfg.name),
+        weights={n: float(w) for n, w in zip(names, weights, strict=True)},
+        checkpoints={m.name: [f"{m.name}/fold{f}.ckpt" for f in sorted(m.runs)] for m in members},
+        data={m.name: _member_data(next(iter(m.runs.values()))) for m in members},
+        space=space,
+        bias=None if bias is None else [float(b) for b in bias],
+        cv=summary,
+    )
+    weights_dir = Path(cfg.weights_dir)
+    write_weights_dir(ensemble, members, weights_dir)
+    oof = rows.copy()
+    for i, col in enumerate(VOTE_COLUMNS):
+        oof[col] = chosen[:, i]
+    for m in members:
+        for i, col in enumerate(VOTE_COLUMNS):
+            oof[f"{m.name}:{col}"] = m.probs[:, i]
+    write_parquet(oof, weights_dir / "oof_blend.parquet")
+    summary["weights_dir"] = str(weights_dir)
+    if cfg.get("report", True):
+        report_probs = {m.name: m.probs for m in members}
+        report_probs[f"blend ({use})"] = chosen
+        if cv_probs is not None and use == "fitted":
+            report_probs["blend (fitted, CV by fold)"] = cv_probs
+        files = ensemble_report(
+            targets * n_votes[:, None], report_probs, weights_dir / REPORT_DIR,
+            title=f"ensemble {ecfg.name}: out-of-fold predictions",
+        )  # fmt: skip
+        summary["report"] = str(files[-1])
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    return summary
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    names = summary["fitted_weights"]
+    lines = [
+        f"ensemble {summary['ensemble']}: {len(names)} members, folds {summary['folds']}, "
+        f"{summary['n_samples']} OOF samples ({summary['n_samples_hq']} with >= {HQ_VOTES} votes), "
+        f"{summary['space']}-space blend",
+        f"{'':34s} {'CV KL':>8s} {'KL >=10':>8s} {'weight':>8s} {'fitted':>8s}",
+    ]
+    for row in summary["table"]:
+        name = row["name"]
+        w = summary["configured_weights"].get(name)
+        f = summary["fitted_weights"].get(name)
+        weights = f"{'' if w is None else f'{w:8.3f}':>8s} {'' if f is None else f'{f:8.3f}':>8s}"
+        if row.get("reference"):
+            name, weights = f"{name} (reference)", f"{'not blended':>17s}"
+        lines.append(f"{name:34s} {row['kl']:8.4f} {row['kl_hq']:8.4f} {weights}")
+    if summary["fitted_bias"] is not None:
+        lines.append(f"fitted per-class log bias: {summary['fitted_bias']}")
+    lines.append(f"wrote {summary['use']} weights to {summary['weights_dir']}/{ENSEMBLE_FILE}")
+    if summary.get("report"):
+        lines.append(f"report: {summary['report']}")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""An ensemble as TorchScript files (the work of ``python -m hms.export``), and their loading.
+
+Every fold checkpoint of a weights folder (``hms.ensemble``) becomes a TorchScript module that
+maps the model inputs to the six class probabilities — the on-device spectrograms, the
+normalisation (dataset statistics included) and the left/right-flip TTA are inside it — so a
+Kaggle notebook can run the ensemble with ``torch`` alone::
+
+    out_dir/
+        export.json              weights, blend space and bias, and per member: its files, the
+                                 inputs it reads and the preprocessing settings of its training
+        <member>/fold<k>.pt      torch.jit.load(...)(eeg, spec) -> (B, 6) probabilities
+
+Inputs are what ``hms.data.dataset.CacheDataset`` serves: ``eeg`` (B, 16|18, 10000) filtered
+bipolar microvolts and ``spec`` (B, 300, 400) Kaggle spectrogram rows. ``load_export`` and
+``predict_export`` below load and blend them (the fold mean and blend of ``hms.predict``:
+``hms.inference.fold_mean``, ``hms.blend.blend_members``; the TorchScript files themselves need
+torch alone). The checkpoints are loaded as ``hms.predict`` loads them
+(``hms.inference.load_member_checkpoint``), and the probabilities are ``HMSModule``'s
+(``hms.models.module.probabilities``). Export checks each traced module against the checkpoint
+on an example batch and refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from hms.blend import blend_members, read_ensemble
+from hms.constants import SPEC_WINDOW_ROWS, WINDOW_SAMPLES
+from hms.data.io import atomic_dir
+from hms.errors import HMSDataError
+from hms.inference import checkpoint_paths, fold_mean, load_member_checkpoint
+from hms.models.module import probabilities
+
+EXPORT_FILE = "export.json"
+
+
+class ProbabilityModel(nn.Module):
+    """(eeg, spec) -> probabilities of one trained network: what ``HMSModule.predict_proba``
+    computes (softmax, averaged with the left/right mirror when ``tta_flip``), without Lightning.
+    """
+
+    def __init__(self, net: nn.Module, tta_flip: bool) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.tta_flip = bool(tta_flip)
+
+    def forward(self, eeg: Tensor, spec: Tensor) -> Tensor:
+        return probabilities(self.net, {"eeg": eeg, "spec": spec}, self.tta_flip)
+
+
+def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> Path:
+    """Trace every checkpoint of ``weights_dir`` into ``out_dir`` (built aside, then renamed)."""
+    ensemble = read_ensemble(weights_dir)
+    weights_dir, out_dir = Path(weights_dir), Path(out_dir)
+    paths = checkpoint_paths(ensemble, weights_dir)
+    members: dict[str, Any] = {}
+    with atomic_dir(out_dir) as tmp:
+        for name in ensemble.members:
+            files, inputs = [], None
+            midline = bool(ensemble.data.get(name, {}).get("window", {}).get("midline", False))
+            channels = 18 if midline else 16
+            gen = torch.Generator().manual_seed(0)
+            eeg = 30 * torch.randn(2, channels, WINDOW_SAMPLES, generator=gen)
+            kaggle = torch.rand(2, SPEC_WINDOW_ROWS, 400, generator=gen) * 10
+            for path in paths[name]:
+                module = load_member_checkpoint(path, name, "cpu")
+                wrapped = ProbabilityModel(module.net, module.hparams.tta_flip)
+                with torch.no_grad():
+                    expected = module.predict_proba({"eeg": eeg, "spec": kaggle})
+                    with warnings.catch_warnings():  # shape-dependent Python branches are
+                        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # fixed here
+                        traced = torch.jit.trace(wrapped, (eeg, kaggle), check_trace=False)
+                    got = traced(eeg, kaggle)
+                if not torch.allclose(got, expected, atol=atol):
+                    err = (got - expected).abs().max().item()
+                    raise HMSDataError(path, f"traced model differs by {err:.2e}")
+                target = Path(name) / (path.stem + ".pt")
+                (tmp / name).mkdir(exist_ok=True)
+                traced.save(str(tmp / target))
+                files.append(str(target))
+                inputs = list(module.inputs)
+            members[name] = {"files": files, "inputs": inputs, "data": ensemble.data.get(name, {})}
+        manifest = {
+            "format": 1,
+            "name": ensemble.name,
+            "space": ensemble.space,
+            "weights": ensemble.weights,
+            "bias": ensemble.bias,
+            "members": members,
+            "input_shapes": {"eeg": ["B", "16|18", WINDOW_SAMPLES], "spec": ["B", 300, 400]},
+        }
+        (tmp / EXPORT_FILE).write_text(json.dumps(manifest, indent=2))
+    return out_dir
+
+
+# --------------------------------------------------------------------------- loading (torch only)
+
+
+def load_export(out_dir: str | Path, device: str = "cpu") -> tuple[dict, dict[str, list]]:
+    """``(manifest, {member: [TorchScript modules]})`` of an export folder."""
+    out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / EXPORT_FILE).read_text())
+    models = {
+        name: [torch.jit.load(str(out_dir / f), map_location=device).eval() for f in m["files"]]
+        for name, m in manifest["members"].items()
+    }
+    return manifest, models
+
+
+@torch.no_grad()
+def predict_export(
+    manifest: dict, models: dict[str, list], eeg: Tensor, spec: Tensor
+) -> np.ndarray:
+    """The ensemble's probabilities (B, 6) for one batch: fold mean per member, then the blend
+    of ``export.json`` (as ``hms.predict`` does)."""
+    per_member = {}
+    for name in manifest["weights"]:
+        p = fold_mean([m(eeg, spec).double().cpu().numpy() for m in models[name]])
+        per_member[name] = p / p.sum(axis=1, keepdims=True)
+    return blend_members(per_member, manifest["weights"], manifest["space"], manifest.get("bias"))

@@ -1,0 +1,390 @@
+"""Train one model on one fold, in two stages: the work of ``python -m hms.train``.
+
+Stage 1 trains on every sample of the training folds; stage 2 starts from the best stage-1
+weights and trains on the high-agreement samples with a lower learning rate. ``train(cfg)`` goes
+through named steps: start the run folder, build the module and the data, fit each stage
+(``_fit_stage`` by gradient steps with a Lightning Trainer, or ``_fit_one_pass`` for a member
+fitted in one pass), score it on the held-out fold (``_score_stage``), and write the outputs
+(``_write_outputs``). The run folder (``run_dir``, deterministic:
+outputs/runs/<experiment>/<model>/fold<k>) receives
+
+- ``best.ckpt``: the weights after the last stage (``HMSModule.load_from_checkpoint`` rebuilds
+  it without Hydra),
+- ``oof.parquet`` (and ``oof_stage1.parquet``): one row per validation sample: ids, fold, the six
+  class probabilities under the submission's column names, the target and the vote count,
+- ``metrics.json``: per stage val/kl, val/kl_hq, epochs and seconds, and the final scores,
+- ``config.yaml``: the resolved config,
+- ``report/``: the held-out fold's pictures after each stage (``hms.report.ensemble_report``),
+
+each written under a temporary name and renamed, so a killed run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+
+from hms.constants import HQ_VOTES, VOTE_COLUMNS
+from hms.data.datamodule import HMSDataModule
+from hms.data.io import atomic_path, write_parquet
+from hms.data.labels import TARGET_COLUMNS
+from hms.errors import HMSDataError
+from hms.metrics import kl_summary
+from hms.models.inference import predict_loader
+from hms.models.module import HMSModule
+from hms.report import ensemble_report
+
+STAGES = ("stage1", "stage2")
+REPORT_DIR = "report"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_json(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=float))
+
+
+def oof_frame(dm: HMSDataModule, index: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """Out-of-fold rows for validation samples ``index`` of the train cache."""
+    samples = dm.train_cache.samples.iloc[index]
+    frame = pd.DataFrame(
+        {
+            "sample_id": samples["sample_id"].to_numpy(),
+            "eeg_id": samples["eeg_id"].to_numpy(),
+            "patient_id": samples["patient_id"].to_numpy(),
+            "fold": dm.sample_fold[index],
+        }
+    )
+    for i, col in enumerate(VOTE_COLUMNS):
+        frame[col] = probs[:, i]
+    for col in TARGET_COLUMNS:
+        frame[col] = samples[col].to_numpy()
+    frame["n_votes"] = samples["n_votes"].to_numpy()
+    return frame
+
+
+def write_report(frames: dict[str, pd.DataFrame], out_dir: Path, title: str) -> None:
+    """The run's pictures (``hms.report.ensemble_report``): the held-out fold after each stage."""
+    first = next(iter(frames.values()))
+    votes = first[list(TARGET_COLUMNS)].to_numpy() * first[["n_votes"]].to_numpy()
+    probs = {}
+    for stage, frame in frames.items():
+        if not np.array_equal(frame["sample_id"], first["sample_id"]):
+            raise RuntimeError(f"{stage}: out-of-fold rows differ from the first stage's")
+        probs[f"after {stage}"] = frame[list(VOTE_COLUMNS)].to_numpy()
+    ensemble_report(votes, probs, out_dir, title=f"{title}: held-out fold")
+
+
+def score_oof(frame: pd.DataFrame) -> dict[str, float]:
+    summary = kl_summary(
+        frame[list(TARGET_COLUMNS)].to_numpy(),
+        frame[list(VOTE_COLUMNS)].to_numpy(),
+        frame["n_votes"].to_numpy(),
+    )
+    return {
+        "val/kl": summary.kl,
+        "val/kl_hq": summary.kl_hq,
+        "n_val": summary.n,
+        "n_val_hq": summary.n_hq,
+    }
+
+
+def refined_targets(dm: HMSDataModule, source: Path, alpha: float) -> np.ndarray:
+    """Targets of every train sample, low-agreement ones blended with stage-1 OOF predictions."""
+    files = sorted(Path(source).glob("fold*/oof_stage1.parquet"))
+    oof = pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
+    have = set(oof["fold"].unique()) if len(oof) else set()
+    missing = sorted(set(range(dm.n_folds)) - have)
+    if missing:
+        raise HMSDataError(
+            source,
+            f"label refinement needs stage-1 OOF predictions of every fold; folds {missing} have "
+            "no fold*/oof_stage1.parquet (run the sweep without refine first)",
+        )
+    samples = dm.train_cache.samples
+    oof = oof.set_index("sample_id").reindex(samples["sample_id"])
+    if oof["eeg_id"].isna().any() or not np.array_equal(oof["eeg_id"], samples["eeg_id"]):
+        raise HMSDataError(source, "OOF predictions do not match this train.csv's samples")
+    votes = samples[list(TARGET_COLUMNS)].to_numpy(np.float64)
+    pred = oof[list(VOTE_COLUMNS)].to_numpy(np.float64)
+    low = samples["n_votes"].to_numpy() < dm.min_votes
+    targets = votes.copy()
+    targets[low] = alpha * votes[low] + (1 - alpha) * pred[low]
+    return targets / targets.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _resume_stage(ckpt_path: str | None) -> str | None:
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise HMSDataError(path, "checkpoint to resume from not found")
+    try:  # tensors and plain data only: a checkpoint may come from anywhere
+        stage = torch.load(path, map_location="cpu", weights_only=True).get("hms_stage", "stage1")
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise HMSDataError(
+            path, f"not a checkpoint hms can resume from ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from exc
+    if stage not in STAGES:
+        raise HMSDataError(path, f"checkpoint of unknown stage {stage!r}")
+    return stage
+
+
+@rank_zero_only
+def _clear_stage_checkpoints(run_dir: Path) -> None:
+    """Checkpoints of an earlier run in this folder would be mistaken for this run's (the extra
+    processes that DDP starts leave them to rank 0)."""
+    for stage in STAGES:
+        shutil.rmtree(run_dir / stage, ignore_errors=True)
+
+
+def _close_loggers(loggers: list, status: str) -> None:
+    for logger in loggers:
+        try:
+            logger.finalize(status)
+        except Exception:  # closing must never hide the original outcome
+            traceback.print_exc()
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=0 if status == "success" else 1)
+
+
+@dataclass
+class Fitted:
+    """How a stage was fitted: its trainer (None for a one-pass fit), the best checkpoint and the
+    metric that chose it, the epochs and the seconds it took."""
+
+    trainer: pl.Trainer | None
+    best_checkpoint: str
+    monitor: str
+    epochs: int
+    seconds: float
+
+
+def _fit_stage(
+    cfg: DictConfig,
+    stage: str,
+    module: HMSModule,
+    dm: HMSDataModule,
+    run_dir: Path,
+    loggers: list,
+    callbacks: list,
+    resume: str | None,
+) -> Fitted:
+    """One stage of gradient training; the module ends with the stage's best weights."""
+    t0 = time.perf_counter()
+    monitor = cfg[stage].monitor  # None: keep the last epoch (no choice made on the held-out fold)
+    if monitor == "val/kl_hq" and not (dm.n_votes[dm.val_idx] >= HQ_VOTES).any():
+        monitor = "val/kl"
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / stage,
+        filename="epoch{epoch:02d}",
+        monitor=monitor,
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        max_epochs=int(cfg[stage].epochs),
+        logger=loggers or False,
+        callbacks=[*callbacks, checkpoint],
+        default_root_dir=str(run_dir),
+    )
+    module.train()  # the previous stage's OOF prediction left it in eval mode
+    trainer.fit(
+        module,
+        datamodule=dm,
+        ckpt_path=cfg.ckpt_path if stage == resume else None,
+        weights_only=True,  # a resumed checkpoint is read as tensors and plain data only
+    )
+    if checkpoint.best_model_path:  # the best epoch of this stage, not the last
+        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(best["state_dict"])
+    epochs = int(trainer.current_epoch)
+    return Fitted(
+        trainer, checkpoint.best_model_path, monitor or "last epoch", epochs,
+        time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def _fit_one_pass(module: HMSModule, dm: HMSDataModule, metrics: dict[str, Any]) -> Fitted:
+    """A member fitted in one pass over the training windows instead of by gradient steps (the
+    feature baseline: its net has ``collect`` and ``fit``); its fit report goes to metrics."""
+    t0 = time.perf_counter()
+    data = module.net.collect(dm.fit_dataloader(int(module.net.max_windows)))
+    metrics["fit"] = module.net.fit(data, dm.patient_of_sample)
+    return Fitted(None, "", "-", 0, time.perf_counter() - t0)
+
+
+def _score_stage(
+    cfg: DictConfig, module: HMSModule, dm: HMSDataModule, fitted: Fitted
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The held-out fold's out-of-fold rows after a stage, and the stage's metrics."""
+    device = module.device if module.device.type != "meta" else torch.device("cpu")
+    index, probs = predict_loader(
+        module, dm.val_dataloader(), device, str(cfg.trainer.get("precision"))
+    )
+    frame = oof_frame(dm, index, probs)
+    stage_metrics = score_oof(frame)
+    stage_metrics.update(
+        epochs=fitted.epochs,
+        seconds=round(fitted.seconds, 1),
+        n_train=len(dm.train_idx),
+        monitor=fitted.monitor,
+        best_checkpoint=str(fitted.best_checkpoint or ""),
+    )
+    return frame, stage_metrics
+
+
+def save_module_checkpoint(module: HMSModule, path: Path) -> None:
+    """A checkpoint of a module that no Trainer fitted, in the layout Lightning writes (what
+    ``HMSModule.load_from_checkpoint`` and ``hms.predict`` read)."""
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": pl.__version__,
+        "epoch": 0,
+        "global_step": 0,
+    }
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+
+
+def _write_outputs(
+    cfg: DictConfig,
+    run_dir: Path,
+    module: HMSModule,
+    trainer: pl.Trainer | None,
+    frames: dict[str, pd.DataFrame],
+    metrics: dict[str, Any],
+    last: str,
+) -> None:
+    """``best.ckpt``, ``oof.parquet``, the final scores in ``metrics.json`` and the report: the
+    state after the ``last`` stage (rank 0 alone writes them)."""
+    if trainer is not None and not trainer.is_global_zero:
+        trainer.save_checkpoint(run_dir / "best.ckpt")  # collective: rank 0 writes
+        return
+    with atomic_path(run_dir / "best.ckpt") as tmp:
+        if trainer is None:
+            save_module_checkpoint(module, tmp)
+        else:
+            trainer.save_checkpoint(tmp)
+    write_parquet(frames[last], run_dir / "oof.parquet")
+    metrics["final"] = {k: metrics["stages"][last][k] for k in ("val/kl", "val/kl_hq")}
+    write_json(metrics, run_dir / "metrics.json")
+    if cfg.get("report", True):
+        write_report(frames, run_dir / REPORT_DIR, f"{cfg.model.name} fold {cfg.fold}")
+
+
+def _start_run(cfg: DictConfig) -> Path:
+    """The run folder with the resolved ``config.yaml``; the seeds set."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        OmegaConf.save(cfg, tmp, resolve=True)
+    pl.seed_everything(cfg.seed, workers=True)
+    return run_dir
+
+
+def _build(cfg: DictConfig) -> tuple[HMSModule, HMSDataModule]:
+    """The module and its data (the train cache and folds prepared, the fold set up)."""
+    module: HMSModule = instantiate(cfg.model, _convert_="all")
+    dm: HMSDataModule = instantiate(cfg.data, views=list(module.inputs))
+    dm.prepare_data()
+    dm.setup()
+    if cfg.compile:
+        module.net = torch.compile(module.net)
+    return module, dm
+
+
+def _fit_normalization(module: HMSModule, dm: HMSDataModule, targets: np.ndarray | None) -> None:
+    """Dataset normalisation (``norm: dataset``) learns the training fold's statistics first."""
+    norms = getattr(module.net, "norms", {})
+    if any(getattr(n, "mode", "") == "dataset" for n in norms.values()):
+        dm.set_stage(1, targets)  # statistics of the training fold, without augmentation
+        module.net.fit_normalization(dm.statistics_dataloader())
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one (experiment, model, fold); returns the content of ``metrics.json``."""
+    run_dir = _start_run(cfg)
+    module, dm = _build(cfg)
+    targets = None
+    if cfg.refine.enabled:
+        targets = refined_targets(dm, Path(cfg.refine.source), float(cfg.refine.alpha))
+
+    one_pass = callable(getattr(module.net, "fit", None))  # no Trainer, a single stage
+    stages = [s for s in STAGES if s == "stage1" or (cfg.stage2.enabled and not one_pass)]
+    resume = _resume_stage(cfg.ckpt_path)
+    metrics_path = run_dir / "metrics.json"
+    metrics: dict[str, Any] = {
+        "experiment": cfg.experiment_name,
+        "model": cfg.model.name,
+        "fold": int(cfg.fold),
+        "n_train": len(dm.train_all_idx),
+        "n_train_hq": int((dm.n_votes[dm.train_all_idx] >= dm.min_votes).sum()),
+        "n_val": len(dm.val_idx),
+        "stages": {},
+    }
+    if resume and metrics_path.is_file():
+        metrics["stages"] = json.loads(metrics_path.read_text()).get("stages", {})
+    frames: dict[str, pd.DataFrame] = {}  # out-of-fold rows after each stage, for the report
+    if resume is None:
+        _clear_stage_checkpoints(run_dir)
+        _fit_normalization(module, dm, targets)
+
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    callbacks = [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values() if cb]
+    status = "failed"
+    try:
+        for number, stage in enumerate(stages, start=1):
+            if resume is not None and stages.index(stage) < stages.index(resume):
+                if (run_dir / f"oof_{stage}.parquet").is_file():
+                    frames[stage] = pd.read_parquet(run_dir / f"oof_{stage}.parquet")
+                continue  # finished before the interruption; the checkpoint holds its weights
+            dm.set_stage(number, targets)
+            module.stage, module.lr_scale = stage, float(cfg[stage].lr_scale)
+            if one_pass:
+                fitted = _fit_one_pass(module, dm, metrics)
+            else:
+                fitted = _fit_stage(cfg, stage, module, dm, run_dir, loggers, callbacks, resume)
+                if not fitted.trainer.is_global_zero:
+                    continue
+            frames[stage], metrics["stages"][stage] = _score_stage(cfg, module, dm, fitted)
+            if stage == "stage1":
+                write_parquet(frames[stage], run_dir / "oof_stage1.parquet")
+            write_json(metrics, metrics_path)
+            scores = metrics["stages"][stage]
+            print(
+                f"[{cfg.model.name} fold {cfg.fold}] {stage}: val/kl {scores['val/kl']:.4f}"
+                f"  val/kl_hq {scores['val/kl_hq']:.4f}  ({fitted.seconds:.0f} s)"
+            )
+        _write_outputs(cfg, run_dir, module, fitted.trainer, frames, metrics, stages[-1])
+        status = "success"
+    finally:
+        _close_loggers(loggers, status)
+    return metrics
