@@ -426,10 +426,10 @@ def test_command_line(weights, tiny, tmp_path):
 
 
 def test_torchscript_export_reproduces_predict(weights, tiny, tmp_path):
-    """hms.export: TorchScript modules + export.json, run with torch alone, give predict's
-    probabilities on the same inputs."""
+    """hms.torchscript (python -m hms.export): TorchScript modules + export.json, run with torch
+    alone, give predict's probabilities on the same inputs."""
     from hms.blend import read_ensemble
-    from hms.export import EXPORT_FILE, export_ensemble, load_export, predict_export
+    from hms.torchscript import EXPORT_FILE, export_ensemble, load_export, predict_export
 
     root, _ = tiny
     cache_dir = tmp_path / "cache"

@@ -3,8 +3,7 @@
 Every fold checkpoint of a weights folder (``hms.ensemble``) becomes a TorchScript module that
 maps the model inputs to the six class probabilities, with ``export.json`` beside them, so that a
 Kaggle notebook runs the ensemble with ``torch`` alone (``hms.torchscript`` does the work and
-describes the files). ``load_export`` and ``predict_export`` load and run such a folder; they
-are importable from here as well as from ``hms.torchscript``.
+describes the files; its ``load_export`` and ``predict_export`` load and run such a folder).
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ import json
 from omegaconf import DictConfig
 
 from hms.cli import hydra_main
-from hms.torchscript import EXPORT_FILE, export_ensemble, load_export, predict_export
-
-__all__ = ["EXPORT_FILE", "export_ensemble", "load_export", "main", "predict_export"]
+from hms.torchscript import EXPORT_FILE, export_ensemble
 
 
 @hydra_main("export")

@@ -109,10 +109,14 @@ class ResNet1DGRU(nn.Module):
         out, _ = self.gru(x.transpose(1, 2))
         return out
 
-    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        h = self.features(batch["eeg"])
+    def pool(self, h: Tensor) -> Tensor:
+        """(B, T', 2 * gru_hidden) GRU outputs -> the head's input: their mean and maximum over
+        the window and, with ``centre_pool``, also over the labelled central 10 s."""
         parts = [h.mean(dim=1), h.amax(dim=1)]
-        if self.centre_pool:  # also the steps of the labelled central 10 s
+        if self.centre_pool:
             mid = h[:, centre_slice(h.shape[1])]
             parts += [mid.mean(dim=1), mid.amax(dim=1)]
-        return self.head(torch.cat(parts, dim=1))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self.head(self.pool(self.features(batch["eeg"])))
