@@ -285,10 +285,15 @@ def test_centre_pool_heads_read_the_centre() -> None:
 
 
 def test_vote_weight_is_n_over_n_plus_k() -> None:
+    from hms.models.losses import vote_weights
     from hms.models.module import HMSModule
 
     net = {"stem_kernels": [3], "block_channels": [8], "gru_hidden": 4, "gru_layers": 1}
     batch = {"n_votes": torch.tensor([1.0, 6.0, 14.0])}
     module = HMSModule("r", "hms.models.resnet1d_gru.ResNet1DGRU", net, vote_weight=6)
-    torch.testing.assert_close(module._sample_weight(batch), torch.tensor([1 / 7, 0.5, 0.7]))
-    assert HMSModule("r", "hms.models.resnet1d_gru.ResNet1DGRU", net)._sample_weight(batch) is None
+    k = module.hparams.vote_weight
+    torch.testing.assert_close(vote_weights(batch["n_votes"], k), torch.tensor([1 / 7, 0.5, 0.7]))
+    unweighted = HMSModule("r", "hms.models.resnet1d_gru.ResNet1DGRU", net).hparams.vote_weight
+    assert vote_weights(batch["n_votes"], unweighted) is None
+    # the feature baseline's numpy votes get the same weights
+    np.testing.assert_allclose(vote_weights(np.array([1, 6, 14]), k), [1 / 7, 0.5, 0.7])

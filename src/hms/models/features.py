@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hms.constants import CHAIN_NAMES, N_CLASSES, SAMPLE_RATE, WINDOW_SAMPLES
+from hms.models.losses import vote_weights
 from hms.transforms.augment import flip_batch
 
 # Frequency bands (Hz) of the band-power features: delta split finely, since rhythmic and periodic
@@ -449,9 +450,9 @@ class FeatureGBM(nn.Module):
         target = target / target.sum(axis=1, keepdims=True)
         _, inverse, counts = np.unique(index, return_inverse=True, return_counts=True)
         weight = 1.0 / counts[inverse]  # every sample weighs 1, whatever its number of windows
-        if self.vote_weight and "n_votes" in data:  # as HMSModule's vote_weight: n / (n + k)
-            n = data["n_votes"]
-            weight = weight * n / (n + float(self.vote_weight))
+        by_votes = vote_weights(data["n_votes"], self.vote_weight) if "n_votes" in data else None
+        if by_votes is not None:  # as HMSModule's vote_weight
+            weight = weight * by_votes
 
         patients = np.array([groups[int(i)] for i in index])
         unique = np.unique(patients)

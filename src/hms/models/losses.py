@@ -6,9 +6,25 @@ give finite losses and gradients.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+Votes = TypeVar("Votes", Tensor, np.ndarray)
+
+
+def vote_weights(n_votes: Votes, k: float | None) -> Votes | None:
+    """``n / (n + k)`` per sample of n votes (``vote_weight: k`` of the nets and of the feature
+    baseline): a target drawn from few raters is an unbiased but noisier estimate of the experts'
+    distribution, so it weighs less. None (every sample weighs the same) when k is None or <= 0;
+    a large k weighs by the vote count."""
+    if k is None or k <= 0:
+        return None
+    n = n_votes.float() if isinstance(n_votes, Tensor) else np.asarray(n_votes, dtype=np.float64)
+    return n / (n + float(k))
 
 
 def _kl_terms(logits: Tensor, target: Tensor) -> Tensor:

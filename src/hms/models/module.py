@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from hms.constants import CLASSES
 from hms.metrics import kl_summary, kl_terms
-from hms.models.losses import kl_loss
+from hms.models.losses import kl_loss, vote_weights
 from hms.transforms.augment import Augment, flip_batch
 
 NET_PACKAGE = "hms.models."
@@ -124,19 +124,11 @@ class HMSModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         batch = self.augment(batch)
         logits = self(batch)
-        loss = kl_loss(logits, batch["target"], self._sample_weight(batch))
+        loss = kl_loss(
+            logits, batch["target"], vote_weights(batch["n_votes"], self.hparams.vote_weight)
+        )
         self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(logits))
         return loss
-
-    def _sample_weight(self, batch: Mapping[str, Tensor]) -> Tensor | None:
-        """``n / (n + vote_weight)`` per sample of n votes: a target drawn from few raters is an
-        unbiased but noisier estimate of the experts' distribution, so it weighs less (None:
-        every sample weighs the same; a large value weighs by the vote count)."""
-        k = self.hparams.vote_weight
-        if k is None or k <= 0:
-            return None
-        n = batch["n_votes"].float()
-        return n / (n + float(k))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         logits = self(batch)
