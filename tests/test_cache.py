@@ -14,7 +14,7 @@ import hms.data.cache as cache_mod
 from hms.constants import SPEC_WINDOW_ROWS, TRAIN_COLUMNS, WINDOW_SAMPLES
 from hms.data.cache import HMSCache, build_cache
 from hms.data.dataset import CacheDataset
-from hms.data.io import read_eeg, read_spectrogram
+from hms.data.io import read_eeg, read_spectrogram, write_eeg_parquet
 from hms.data.prepared import load_folds, prepare
 from hms.data.preprocess import RecordingSettings, preprocess_recording
 from hms.errors import HMSDataError
@@ -73,6 +73,19 @@ def test_key_follows_settings_and_inputs(small_layout, tmp_path):
     assert c not in (a, b)
 
 
+def test_a_signal_file_rewritten_with_the_same_size_gets_a_new_cache(small_layout, tmp_path):
+    root, train = small_layout
+    a = HMSCache(build_cache(root, tmp_path / "c", "train", progress=False))
+    path = root / "train_eegs" / f"{train['eeg_id'].iloc[0]}.parquet"
+    eeg = read_eeg(path)
+    size = path.stat().st_size
+    write_eeg_parquet(path, eeg[:, [1, 0, *range(2, eeg.shape[1])]])  # two channels swapped
+    assert path.stat().st_size == size
+    b = HMSCache(build_cache(root, tmp_path / "c", "train", progress=False))
+    assert b.path != a.path
+    assert not np.array_equal(np.asarray(a.eeg_array), np.asarray(b.eeg_array))
+
+
 def test_interrupted_build_leaves_nothing_trusted(small_layout, tmp_path, monkeypatch):
     root, _ = small_layout
     calls = {"n": 0}
@@ -92,6 +105,20 @@ def test_interrupted_build_leaves_nothing_trusted(small_layout, tmp_path, monkey
     monkeypatch.setattr(cache_mod, "_spec_job", real_job)
     path = build_cache(root, tmp_path / "cache", "train", progress=False)
     assert HMSCache(path).manifest["n_windows"] > 0
+
+
+def test_concurrent_builds_of_one_cache_build_it_once(small_layout, tmp_path):
+    """Two builds of the same inputs at once (two threads here; processes alike, the lock is a
+    file lock): one builds, the other waits for it and returns the same complete cache."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root, _ = small_layout
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: build_cache(root, tmp_path / "c", progress=False), [0, 1]))
+    assert paths[0] == paths[1] and HMSCache(paths[0]).manifest["n_windows"] > 0
+    assert [p.name for p in (tmp_path / "c").iterdir() if not p.name.endswith(".lock")] == [
+        paths[0].name
+    ]
 
 
 def test_parallel_build_equals_serial(small_layout, tmp_path):

@@ -18,6 +18,7 @@ from hms.data.labels import TARGET_COLUMNS
 from hms.ensembling import build_ensemble, fit_weights, format_table
 from hms.errors import HMSDataError
 from hms.metrics import kl_divergence
+from hms.runs import write_record
 
 
 def dirichlet(rng, n, alpha=1.0):
@@ -58,7 +59,8 @@ def test_fit_weights_recovers_the_mixture_that_made_the_targets():
 
 
 def write_runs(root: Path, model: str, folds, n=30, seed=0, quality=0.0, targets=None) -> Path:
-    """Fold runs as hms.train leaves them: oof.parquet, best.ckpt, config.yaml, per fold."""
+    """Fold runs as hms.train leaves them: oof.parquet, best.ckpt, config.yaml, metrics.json and
+    the completion record, per fold."""
     rng = np.random.default_rng(seed)
     if targets is None:
         targets = dirichlet(np.random.default_rng(123), n * len(folds))
@@ -83,12 +85,17 @@ def write_runs(root: Path, model: str, folds, n=30, seed=0, quality=0.0, targets
         frame["n_votes"] = np.where(np.arange(n) % 2, 12, 3)
         frame.to_parquet(run / "oof.parquet", index=False)
         (run / "best.ckpt").write_bytes(f"{model} {fold}".encode())
-        OmegaConf.save(
-            OmegaConf.create(
-                {"data": {"recording": {"low_hz": 0.5}, "window": {"midline": False}}}
-            ),
-            run / "config.yaml",
+        cfg = OmegaConf.create(
+            {
+                "experiment_name": "test",
+                "model": {"name": model},
+                "fold": fold,
+                "data": {"recording": {"low_hz": 0.5}, "window": {"midline": False}},
+            }
         )
+        OmegaConf.save(cfg, run / "config.yaml")
+        (run / "metrics.json").write_text("{}")
+        write_record(run, cfg, {"train_inputs": "test"})  # finished, as hms.train marks it
     return root
 
 
@@ -174,7 +181,7 @@ def test_members_must_cover_the_same_folds_and_samples(tmp_path):
         HMSDataError, match=r"different folds: effnet_b0 \[0, 1\], resnet1d_gru \[0\]"
     ):
         build_ensemble(compose_ensemble(tmp_path, *overrides))
-    with pytest.raises(HMSDataError, match=r"no finished run .* for folds \[1\]"):
+    with pytest.raises(HMSDataError, match=r"has no run for folds \[1\]"):
         build_ensemble(compose_ensemble(tmp_path, *overrides, "folds=[0,1]"))
     assert not (tmp_path / "weights").exists()  # an error writes nothing
     # folds=[0] uses the shared fold only
@@ -185,8 +192,39 @@ def test_members_must_cover_the_same_folds_and_samples(tmp_path):
     write_runs(other, "resnet1d_gru", [0], n=30)
     with pytest.raises(HMSDataError, match="fold 0: samples differ"):
         build_ensemble(compose_ensemble(tmp_path, *overrides, f"runs_dir={other}"))
-    with pytest.raises(HMSDataError, match="has no finished run"):
+    with pytest.raises(HMSDataError, match="has no run here"):
         build_ensemble(compose_ensemble(tmp_path, *overrides, f"runs_dir={tmp_path / 'none'}"))
+
+
+def test_only_finished_unchanged_runs_are_ensembled(tmp_path):
+    """A run without its completion record (killed, failed, or still running) or with an output
+    changed after it finished is refused, with the reason; nothing is written."""
+    runs = tmp_path / "runs"
+    write_runs(runs, "effnet_b0", [0, 1])
+    write_runs(runs, "resnet1d_gru", [0, 1])
+    overrides = ["ensemble=duo", "~ensemble.members.features_gbm"]
+    assert build_ensemble(compose_ensemble(tmp_path, *overrides))["folds"] == [0, 1]
+    weights = tmp_path / "weights"
+    before = (weights / "ensemble.json").read_bytes()
+
+    fold1 = runs / "resnet1d_gru" / "fold1"
+    record = (fold1 / "complete.json").read_bytes()
+    (fold1 / "complete.json").unlink()  # as a run that was killed leaves its folder
+    with pytest.raises(HMSDataError, match=r"unfinished runs: fold1: no completion record"):
+        build_ensemble(compose_ensemble(tmp_path, *overrides))
+    (fold1 / "complete.json").write_bytes(record)
+
+    oof = pd.read_parquet(fold1 / "oof.parquet")
+    oof.loc[0, VOTE_COLUMNS[0]] += 0.01  # same size, other content
+    oof.to_parquet(fold1 / "oof.parquet", index=False)
+    with pytest.raises(HMSDataError, match=r"fold1: oof.parquet changed after the run finished"):
+        build_ensemble(compose_ensemble(tmp_path, *overrides))
+    (fold1 / "best.ckpt").unlink()
+    with pytest.raises(HMSDataError, match=r"fold1: best.ckpt is missing"):
+        build_ensemble(compose_ensemble(tmp_path, *overrides))
+    assert (weights / "ensemble.json").read_bytes() == before  # the old folder is untouched
+    # The finished fold alone is still usable, by choice.
+    assert build_ensemble(compose_ensemble(tmp_path, *overrides, "folds=[0]"))["folds"] == [0]
 
 
 def test_read_ensemble_errors(tmp_path):

@@ -57,5 +57,9 @@ def test_cli_and_unknown_id(tmp_path):
     done = subprocess.run([*cmd, "eeg_id=3911565283", f"out={out}"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert out.is_file()
-    done = subprocess.run([*cmd, "eeg_id=1", f"out={out}.x"], capture_output=True, text=True)
+    other = tmp_path / "x.png"
+    done = subprocess.run([*cmd, "eeg_id=1", f"out={other}"], capture_output=True, text=True)
     assert done.returncode == 2 and "eeg_id 1 is in neither train.csv nor test.csv" in done.stderr
+    assert not other.exists()
+    done = subprocess.run([*cmd, "eeg_id=1", f"out={out}.x"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown picture format '.x'" in done.stderr  # checked first

@@ -22,7 +22,7 @@ from hms.blend import ENSEMBLE_FILE
 from hms.constants import SPEC_EEG_LAG, SPEC_WINDOW_ROWS, SUBMISSION_COLUMNS, VOTE_COLUMNS
 from hms.data.cache import HMSCache, build_cache
 from hms.data.dataset import CacheDataset
-from hms.data.io import read_eeg, read_spectrogram, write_eeg_parquet
+from hms.data.io import file_digest, read_eeg, read_spectrogram, write_eeg_parquet
 from hms.data.preprocess import RecordingSettings, WindowSettings
 from hms.data.spectrogram import kaggle_spectrogram
 from hms.errors import HMSDataError
@@ -343,12 +343,28 @@ def _hostile_checkpoint(data: Path, weights: Path, tmp: Path) -> tuple[Path, Pat
     return data, variant, message
 
 
+def _checkpoint_changed_after_build(data: Path, weights: Path, tmp: Path) -> tuple:
+    """A checkpoint other than the one hms.ensemble recorded (``built_from``) in the folder."""
+
+    def edit(spec: dict) -> None:
+        sums = {}
+        for entry in spec["members"].values():
+            for rel in entry["checkpoints"]:
+                sums[rel] = {"sha256": file_digest(weights / rel)["sha256"]}
+        sums["effnet_b0/fold0.ckpt"] = sums["resnet1d_gru/fold0.ckpt"]  # recorded: another file
+        spec["built_from"] = {"checkpoints": sums}
+
+    message = r"effnet_b0/fold0\.ckpt: checkpoint changed after hms\.ensemble built this folder"
+    return data, weights_variant(weights, tmp / "w", edit), message
+
+
 BAD_INPUTS = {
     f.__name__.strip("_"): f
     for f in (
         _missing_eeg, _renamed_column, _eeg_without_a_channel, _empty_test_csv, _no_test_folder,
         _no_ensemble_json, _checkpoint_of_another_model, _not_a_checkpoint, _plain_torch_file,
         _missing_checkpoint, _checkpoint_outside_the_folder, _hostile_checkpoint,
+        _checkpoint_changed_after_build,
     )
 }  # fmt: skip
 

@@ -31,6 +31,7 @@ from hms.data.io import (
     read_train_csv,
 )
 from hms.data.spectrogram import kaggle_spectrogram
+from hms.errors import HMSDataError
 from hms.synth import generate, get_preset
 from hms.synth.artefacts import RAIL_UV
 from hms.synth.background import pattern_scale
@@ -228,7 +229,7 @@ def test_skip_regenerate_and_refuse(tmp_path, monkeypatch):
     first = generate(out, preset="tiny", seed=5, labels_only=True)
     assert first["skipped"] is False
     assert generate(out, preset="tiny", seed=5, labels_only=True)["skipped"] is True
-    with pytest.raises(FileExistsError):
+    with pytest.raises(HMSDataError, match=r"another synthetic dataset \(preset 'tiny', seed 5\)"):
         generate(out, preset="tiny", seed=6, labels_only=True)
     assert (
         generate(out, preset="tiny", seed=6, labels_only=True, overwrite=True)["skipped"] is False
@@ -249,7 +250,7 @@ def test_skip_regenerate_and_refuse(tmp_path, monkeypatch):
     foreign = tmp_path / "kaggle"
     foreign.mkdir()
     (foreign / "train.csv").write_text("eeg_id\n1\n")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(HMSDataError, match=r"not empty and was not written by hms\.synth"):
         generate(foreign, preset="tiny", seed=0, labels_only=True)
     assert (foreign / "train.csv").read_text() == "eeg_id\n1\n"
 

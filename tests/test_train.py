@@ -151,17 +151,59 @@ def test_two_stages_oof_and_resume(tiny, tmp_path, shared_cache):
     assert "stage2" in again["stages"]
 
 
-def test_label_refinement_needs_every_fold(tiny, tmp_path, shared_cache):
+def test_label_refinement_reads_finished_runs_of_every_fold(tiny, tmp_path, shared_cache):
     root, _ = tiny
-    cfg = compose_train(
-        tmp_path, root, "model=resnet1d_gru", f"paths.cache_dir={shared_cache}", "debug=fast",
-        "refine.enabled=true",
-    )  # fmt: skip
-    with pytest.raises(HMSDataError, match=r"folds \[0, 1, 2\] have no"):
-        train(cfg)
+    first = ("model=resnet1d_gru", f"paths.cache_dir={shared_cache}", "debug=fast")
+    source = tmp_path / "outputs" / "runs" / "tiny" / "resnet1d_gru"
+    refine = (*first, "refine.enabled=true", f"refine.source={source}", "experiment_name=refined")
+    with pytest.raises(HMSDataError, match=r"needs refine\.source"):
+        train(compose_train(tmp_path, root, *first, "refine.enabled=true"))
+    with pytest.raises(HMSDataError, match="own experiment folder"):  # it would overwrite them
+        train(compose_train(tmp_path, root, *first, "refine.enabled=true",
+                            f"refine.source={source}"))  # fmt: skip
+    with pytest.raises(HMSDataError, match=r"folds \[0, 1, 2\] have no finished run"):
+        train(compose_train(tmp_path, root, *refine))
+    for fold in (0, 1, 2):
+        train(compose_train(tmp_path, root, *first, f"fold={fold}"))
+    (source / "fold2" / "complete.json").unlink()  # as a run killed after stage 1 leaves it
+    with pytest.raises(HMSDataError, match=r"folds \[2\] have no finished run"):
+        train(compose_train(tmp_path, root, *refine))
+    train(compose_train(tmp_path, root, *first, "fold=2"))
+    metrics = train(compose_train(tmp_path, root, *refine))
+    assert "final" in metrics
 
 
-def test_multirun_over_two_folds_goes_on_after_a_failure(tiny, tmp_path, shared_cache):
+def test_a_rerun_clears_the_old_outputs_first_and_a_locked_folder_is_refused(
+    tiny, tmp_path, shared_cache
+):
+    from hms import runs
+    from hms.errors import HMSRunError
+
+    root, _ = tiny
+    cfg = compose_train(tmp_path, root, "model=resnet1d_gru", f"paths.cache_dir={shared_cache}",
+                        "debug=fast")  # fmt: skip
+    train(cfg)
+    run_dir = Path(cfg.run_dir)
+    record, why = runs.read_record(run_dir)
+    assert record is not None and record["config_sha256"] == runs.config_digest(cfg), why
+    # A re-run with other settings that fails (here: while building its data) has already
+    # removed the old outputs: nothing of the old config is left beside the new config.yaml.
+    bad = compose_train(tmp_path, root, "model=resnet1d_gru", f"paths.cache_dir={shared_cache}",
+                        "debug=fast", "data.folds.n_folds=40")  # fmt: skip
+    with pytest.raises(HMSDataError):
+        train(bad)
+    left = {p.name for p in run_dir.iterdir()}
+    assert left <= {"config.yaml", runs.LOCK, "error.txt"}, left
+    assert runs.read_record(run_dir)[0] is None
+    # A second run of the same folder while one holds it is refused, and leaves it as it was.
+    train(cfg)
+    with runs.run_lock(run_dir):
+        with pytest.raises(HMSRunError, match="another run is using this run folder"):
+            train(cfg)
+        assert runs.read_record(run_dir)[0] is not None
+
+
+def test_multirun_goes_on_after_a_failure_and_exits_non_zero(tiny, tmp_path, shared_cache):
     root, _ = tiny
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
@@ -170,7 +212,8 @@ def test_multirun_over_two_folds_goes_on_after_a_failure(tiny, tmp_path, shared_
          f"paths.output_dir={tmp_path / 'outputs'}"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]  # every job ran; one failed
+    assert "fold must be in 0..2" in out.stderr
     runs = tmp_path / "outputs" / "runs" / "tiny" / "resnet1d_gru"
     for fold in (0, 1):
         _check_run(runs / f"fold{fold}")
@@ -239,21 +282,23 @@ def test_slurm_launcher_config_composes(tmp_path):
 @pytest.mark.slow
 def test_sweep_through_submitit(tiny, tmp_path, shared_cache):
     """A fold sweep through the submitit launcher (its local executor: the same code path as
-    SLURM without a cluster): every job writes its run folder."""
+    SLURM without a cluster): every job writes its run folder; a failed job leaves its error.txt
+    and makes the sweep exit non-zero."""
     root, _ = tiny
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "hms.train", "-m", "hydra/launcher=submitit_local",
-         "hydra.launcher.timeout_min=20", "experiment=tiny", "model=resnet1d_gru", "fold=0,1",
+         "hydra.launcher.timeout_min=20", "experiment=tiny", "model=resnet1d_gru", "fold=0,7,1",
          "debug=fast", f"data.data_dir={root}", f"paths.cache_dir={shared_cache}",
          f"paths.output_dir={tmp_path / 'outputs'}"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900,
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]  # every job ran; one failed
     runs = tmp_path / "outputs" / "runs" / "tiny" / "resnet1d_gru"
     for fold in (0, 1):
         _check_run(runs / f"fold{fold}")
     assert list((tmp_path / "outputs" / "runs" / "tiny").glob(".submitit/*"))
+    assert "fold must be in 0..2" in (runs / "fold7" / "error.txt").read_text()
 
 
 @pytest.mark.parametrize("model", ("effnet_b0", "resnet1d_gru", "multispec_b0"))

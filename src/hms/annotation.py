@@ -31,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
+import numbers
 import time
 from pathlib import Path
 from typing import Any
@@ -60,9 +62,9 @@ from hms.data.io import (
     write_spectrogram_parquet,
 )
 from hms.data.preprocess import RecordingSettings, filtered_as_stored
-from hms.data.recording import EEGRecording
+from hms.data.recording import MISSING_MODES, EEGRecording
 from hms.data.spectrogram import kaggle_spectrogram, window_row_times
-from hms.errors import HMSDataError
+from hms.errors import HMSDataError, check_choice, check_int
 from hms.inference import load_members, member_settings, resolve_device, resolve_precision
 from hms.report import timeline_figure
 
@@ -154,18 +156,34 @@ def annotate(
     weights_dir, out_dir = Path(weights_dir), Path(out_dir)
     # Arguments and the output location first: nothing is read or computed for a run that
     # could not finish.
-    if chunk_windows < 1 or batch_size < 1:
-        raise HMSDataError(None, "chunk_windows and batch_size must be at least 1")
-    if round(step_s * SAMPLE_RATE) < 1:
-        raise HMSDataError(None, f"step_s must be at least {1 / SAMPLE_RATE} s, got {step_s}")
-    check_writable(out_dir, "annotation folder")
+    if (
+        isinstance(step_s, bool)
+        or not isinstance(step_s, numbers.Real)
+        or not round(step_s * SAMPLE_RATE) >= 1
+    ):
+        raise HMSDataError(None, f"step_s must be at least {1 / SAMPLE_RATE} s, got {step_s!r}")
+    check_int("batch_size", batch_size, 1)
+    check_int("chunk_windows", chunk_windows, 1)
+    check_choice("missing", missing, MISSING_MODES)
+    if unit_scale is not None and (
+        isinstance(unit_scale, bool)
+        or not isinstance(unit_scale, numbers.Real)
+        or not 0 < unit_scale < math.inf
+    ):
+        raise HMSDataError(
+            None, f"unit_scale must be a positive number (µV per stored unit) or null, got "
+            f"{unit_scale!r}",
+        )  # fmt: skip
+    if tta_flip is not None and not isinstance(tta_flip, bool):
+        raise HMSDataError(None, f"tta_flip must be true, false or null, got {tta_flip!r}")
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    check_writable(out_dir, "annotation folder", folder=True)
     # Cheap checks first: the weights folder, the recording's channels and length.
     _, window_settings = member_settings(read_ensemble(weights_dir), weights_dir)
     midline = any(w.midline for w in window_settings.values())
     rec = EEGRecording(recording, midline=midline, missing=missing, unit_scale=unit_scale)
     starts = window_starts(rec.n_samples, step_s, rec.path)
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
     ensemble, members = load_members(weights_dir, dev, tta_flip, blended_only=True)
     needs_spec = any(m.needs_spec for m in members)
     if rec.interpolated:

@@ -97,6 +97,10 @@ class EnsembleSpec:
     space: str = "prob"
     bias: list[float] | None = None
     cv: dict[str, Any] = field(default_factory=dict)
+    # What hms.ensemble built the folder from: the ensemble config's digest and, per checkpoint
+    # (path relative to the folder), its run, the run's config digest and the file's SHA-256,
+    # which readers check (``hms.inference.checkpoint_paths``). None in a hand-written file.
+    built_from: dict[str, Any] | None = None
 
     @property
     def members(self) -> list[str]:
@@ -119,11 +123,30 @@ class EnsembleSpec:
                 for m in self.members
             },
             "cv": self.cv,
+            **({} if self.built_from is None else {"built_from": self.built_from}),
         }
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _mapping(raw: Any, key: str, path: Path, what: str) -> dict:
+    """``raw[key]`` as a dict (absent or null: empty); anything else is refused."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise HMSDataError(path, f"{what} must be an object, got {type(value).__name__}")
+    return dict(value)
+
+
 def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
-    """Read and check ``weights_dir/ensemble.json``; every checkpoint it names must exist."""
+    """Read and check ``weights_dir/ensemble.json``; every checkpoint it names must exist.
+
+    A file of another structure (a member that is not an object, a weight that is not a number,
+    checkpoints that are not a list of relative paths, ...) raises ``HMSDataError`` naming the
+    file and the field."""
     weights_dir = Path(weights_dir)
     path = weights_dir / ENSEMBLE_FILE
     if not weights_dir.is_dir():
@@ -139,8 +162,15 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
         raise HMSDataError(path, f"not a readable JSON file: {exc}") from exc
     if not isinstance(raw, Mapping) or raw.get("format") != FORMAT:
         raise HMSDataError(path, f"not an hms ensemble file of format {FORMAT}")
-    members = raw.get("members") or {}
-    weights = {str(k): float(v) for k, v in (raw.get("weights") or {}).items()}
+    name = raw.get("name", weights_dir.name)
+    if not isinstance(name, str):
+        raise HMSDataError(path, f"name must be a string, got {name!r}")
+    members = _mapping(raw, "members", path, "members")
+    weights_raw = _mapping(raw, "weights", path, "weights")
+    bad = {k: v for k, v in weights_raw.items() if not _is_number(v)}
+    if bad:
+        raise HMSDataError(path, f"weights must be numbers, got {bad}")
+    weights = {str(k): float(v) for k, v in weights_raw.items()}
     if not weights or set(weights) != set(members):
         raise HMSDataError(
             path, f"weights {sorted(weights)} and members {sorted(members)} do not match"
@@ -151,32 +181,69 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
     if space not in SPACES:
         raise HMSDataError(path, f"space must be one of {SPACES}, got {space!r}")
     bias = raw.get("bias")
-    if bias is not None and len(bias) != N_CLASSES:
-        raise HMSDataError(path, f"bias must have {N_CLASSES} values, got {len(bias)}")
+    if bias is not None and (
+        not isinstance(bias, list) or len(bias) != N_CLASSES or not all(map(_is_number, bias))
+    ):
+        raise HMSDataError(
+            path, f"bias must be null or a list of {N_CLASSES} numbers, got {bias!r}"
+        )
+    cv = _mapping(raw, "cv", path, "cv")
     checkpoints: dict[str, list[str]] = {}
-    for name, member in members.items():
-        files = list(member.get("checkpoints") or [])
+    data: dict[str, dict[str, Any]] = {}
+    for member_name, member in members.items():
+        if not isinstance(member, Mapping):
+            raise HMSDataError(
+                path, f"member {member_name!r} must be an object with checkpoints and data, got "
+                f"{type(member).__name__}",
+            )  # fmt: skip
+        files = member.get("checkpoints")
+        if files is not None and not isinstance(files, list):
+            raise HMSDataError(
+                path, f"member {member_name!r}: checkpoints must be a list of paths, got {files!r}"
+            )
+        files = list(files or [])
         if not files:
-            raise HMSDataError(path, f"member {name!r} lists no checkpoint")
+            raise HMSDataError(path, f"member {member_name!r} lists no checkpoint")
+        if not all(isinstance(f, str) and f for f in files):
+            raise HMSDataError(
+                path, f"member {member_name!r}: checkpoints must be paths (strings), got {files}"
+            )
         outside = [  # relative paths below the folder only (a file there may be a symlink)
-            f
-            for f in files
-            if not isinstance(f, str) or Path(f).is_absolute() or ".." in Path(f).parts
+            f for f in files if Path(f).is_absolute() or ".." in Path(f).parts
         ]
         if outside:  # a weights folder is self-contained: ensemble.json names nothing elsewhere
             raise HMSDataError(
-                path, f"member {name!r}: checkpoints outside the weights folder: {outside}"
+                path, f"member {member_name!r}: checkpoints outside the weights folder: {outside}"
             )
         missing = [f for f in files if not (weights_dir / f).is_file()]
         if missing:
-            raise HMSDataError(weights_dir, f"member {name!r}: checkpoints not found: {missing}")
-        checkpoints[name] = files
+            raise HMSDataError(
+                weights_dir, f"member {member_name!r}: checkpoints not found: {missing}"
+            )
+        member_data = _mapping(member, "data", path, f"member {member_name!r}: data")
+        for block in ("recording", "window"):
+            _mapping(member_data, block, path, f"member {member_name!r}: data.{block}")
+        checkpoints[str(member_name)] = files
+        data[str(member_name)] = member_data
+    built_from = raw.get("built_from")
+    if built_from is not None:
+        sums = built_from.get("checkpoints") if isinstance(built_from, Mapping) else None
+        listed = {f for files in checkpoints.values() for f in files}
+        if not isinstance(sums, Mapping) or not all(
+            isinstance(sums.get(f), Mapping) and isinstance(sums[f].get("sha256"), str)
+            for f in listed
+        ):
+            raise HMSDataError(
+                path, "built_from must give the sha256 of every checkpoint the members list "
+                "(or be removed from a hand-edited file)",
+            )  # fmt: skip
     return EnsembleSpec(
-        name=str(raw.get("name", weights_dir.name)),
+        name=name,
         weights=weights,
         checkpoints=checkpoints,
-        data={name: dict(member.get("data") or {}) for name, member in members.items()},
+        data=data,
         space=space,
         bias=None if bias is None else [float(b) for b in bias],
-        cv=dict(raw.get("cv") or {}),
+        cv=cv,
+        built_from=None if built_from is None else dict(built_from),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -9,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.errors import InstantiationException
+from omegaconf.errors import MissingMandatoryValue
 
 import hms
 from hms.errors import HMSDataError, HMSRunError
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def conf_dir() -> Path:
@@ -25,13 +30,35 @@ def conf_dir() -> Path:
     raise FileNotFoundError(f"hms configs not found in {packaged} or {repo}")
 
 
-def hydra_main(config_name: str) -> Callable:
-    """``hydra.main`` bound to hms's config folder, with data errors reported in one line.
+def _reported(exc: BaseException, config_name: str) -> tuple[int, str] | None:
+    """``(exit status, one-line message)`` for the errors a command reports without a
+    traceback, or None for any other exception (a bug: its traceback is wanted).
 
-    A bad input (``HMSDataError``) ends the command with its message and exit status 2 instead
-    of a traceback: the message already names the file and the problem. A run that could not
-    finish for another reason (``HMSRunError``: a killed worker process) ends the same way with
-    exit status 1.
+    An error raised in a constructor that Hydra instantiated (``_target_``) arrives wrapped in
+    ``InstantiationException``: its cause is what is reported.
+    """
+    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, HMSDataError):
+        return 2, str(exc)
+    if isinstance(exc, HMSRunError):  # not the input's fault: a killed worker process
+        return 1, str(exc)
+    if isinstance(exc, MissingMandatoryValue):  # a ``???`` argument not given
+        key = exc.full_key or "?"
+        return 2, f"missing argument {key}=... (see conf/{config_name}.yaml)"
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:  # not the input's fault either
+        return 1, f"disk full: {exc.filename or exc.strerror or exc}"
+    return None
+
+
+def hydra_main(config_name: str) -> Callable:
+    """``hydra.main`` bound to hms's config folder, with expected errors reported in one line.
+
+    A bad input (``HMSDataError``) or a missing ``???`` argument ends the command with one line
+    on stderr, ``error: <problem>``, and exit status 2 instead of a traceback: the message names
+    the file or argument and the problem. A run that could not finish for another reason
+    (``HMSRunError``: a killed worker process; an ``OSError`` of a full disk or quota) ends the
+    same way with exit status 1. Any other exception is a bug and keeps its traceback.
     """
 
     def decorate(task: Callable[[Any], Any]) -> Callable:
@@ -39,15 +66,69 @@ def hydra_main(config_name: str) -> Callable:
         def guarded(cfg: Any) -> Any:
             try:
                 return task(cfg)
-            except HMSDataError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                raise SystemExit(2) from None
-            except HMSRunError as exc:  # not the input's fault: a killed worker, a full disk
-                print(f"error: {exc}", file=sys.stderr)
-                raise SystemExit(1) from None
+            except (
+                HMSDataError,
+                HMSRunError,
+                InstantiationException,
+                MissingMandatoryValue,
+                OSError,
+            ) as exc:
+                report = _reported(exc, config_name)
+                if report is None:
+                    raise
+                status, message = report
+                message = " ".join(message.split())  # one line, whatever a message embeds
+                print(f"error: {message}", file=sys.stderr)
+                raise SystemExit(status) from None
 
-        return hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(
+        run = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(
             guarded
         )
 
+        @functools.wraps(task)
+        def entry(cfg_passthrough: Any = None) -> Any:
+            if cfg_passthrough is None:
+                _check_overrides(config_name, sys.argv[1:])
+            return run(cfg_passthrough)
+
+        return entry
+
     return decorate
+
+
+def _hydra_message(exc: BaseException) -> str:
+    """One line of a Hydra composition error: its text up to the config search path (the
+    options of a config group included), and the OmegaConf cause's first line."""
+    lines = []
+    for line in str(exc).splitlines():
+        if line.startswith("Config search path"):
+            break
+        if line.strip() and not line.startswith("See https://"):
+            lines.append(line.strip())
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        lines.append(f"({str(cause).strip().splitlines()[0]})")
+    return " ".join(lines)
+
+
+def _check_overrides(config_name: str, args: list[str]) -> None:
+    """Compose the config with the command line's overrides before Hydra runs the command: a
+    malformed override, an unknown key or an unknown config group option ends in one line and
+    exit status 2, where Hydra prints several lines and exits with 1. Command lines with Hydra
+    flags (``--multirun``, ``--cfg``, ``--help``, ...) or sweeps are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    if any(a.startswith("-") for a in args) or GlobalHydra.instance().is_initialized():
+        return
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+        if any(o.is_sweep_override() for o in overrides):
+            return
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            compose(config_name, overrides=args)
+    except (ConfigCompositionException, OverrideParseException) as exc:
+        print(f"error: {_hydra_message(exc)} (see conf/{config_name}.yaml)", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from scipy.optimize import minimize
 
-from hms.blend import ENSEMBLE_FILE, EnsembleSpec, blend
+from hms import runs as run_records
+from hms.blend import ENSEMBLE_FILE, SPACES, EnsembleSpec, blend
 from hms.constants import HQ_VOTES, N_CLASSES, VOTE_COLUMNS
-from hms.data.io import atomic_dir, write_parquet
+from hms.data.io import atomic_dir, check_writable, file_digest, write_parquet
 from hms.data.labels import TARGET_COLUMNS
-from hms.errors import HMSDataError
+from hms.errors import HMSDataError, check_choice
 from hms.metrics import kl_per_row, kl_summary
 from hms.report import ensemble_report
 
@@ -48,11 +50,13 @@ _KEYS = ["sample_id", "eeg_id", "patient_id", "fold"]
 
 @dataclass
 class MemberRuns:
-    """One member's fold runs: OOF rows (sorted by sample_id) and the run folders by fold."""
+    """One member's fold runs: OOF rows (sorted by sample_id), the run folders and their
+    completion records by fold."""
 
     name: str
     oof: pd.DataFrame
     runs: dict[int, Path]
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def probs(self) -> np.ndarray:
@@ -60,29 +64,42 @@ class MemberRuns:
 
 
 def load_member(name: str, runs_dir: Path, folds: list[int] | None = None) -> MemberRuns:
-    """Every ``fold*/oof.parquet`` (or only ``folds``) of one member, with its ``best.ckpt``."""
+    """The finished runs (``hms.runs.read_record``) of every fold (or only ``folds``) of one
+    member: their ``oof.parquet`` and ``best.ckpt``. A fold folder without a valid completion
+    record (a killed or failed run, or one being written) is refused, never used."""
     runs_dir = Path(runs_dir)
-    found = {}
-    for path in sorted(runs_dir.glob("fold*/oof.parquet")):
-        try:
-            fold = int(path.parent.name.removeprefix("fold"))
-        except ValueError:
-            continue
-        if (path.parent / "best.ckpt").is_file():
-            found[fold] = path.parent
-    if folds is not None:
-        missing = sorted(set(folds) - set(found))
-        if missing:
-            raise HMSDataError(
-                runs_dir,
-                f"member {name!r} has no finished run (oof.parquet + best.ckpt) for folds "
-                f"{missing}; found folds {sorted(found)}",
-            )
-        found = {f: found[f] for f in folds}
-    if not found:
+    present = {}
+    for path in sorted(runs_dir.glob("fold*")):
+        suffix = path.name.removeprefix("fold")
+        if path.is_dir() and suffix.isdigit():
+            present[int(suffix)] = path
+    wanted = sorted(present) if folds is None else sorted(folds)
+    absent = [f for f in wanted if f not in present]
+    if not present:
         raise HMSDataError(
-            runs_dir, f"member {name!r} has no finished run (fold*/oof.parquet + best.ckpt)"
+            runs_dir, f"member {name!r} has no run here (python -m hms.train model={name} fold=K)"
         )
+    if absent:
+        raise HMSDataError(
+            runs_dir,
+            f"member {name!r} has no run for folds {absent}; found folds {sorted(present)} "
+            f"(python -m hms.train model={name} fold=K)",
+        )
+    found, records, unfinished = {}, {}, []
+    for fold in wanted:
+        record, why = run_records.read_record(present[fold], need=("best.ckpt", "oof.parquet"))
+        if record is None:
+            unfinished.append(f"fold{fold}: {why}")
+        else:
+            found[fold], records[fold] = present[fold], record
+    if unfinished:
+        hint = "" if folds is not None else "; choose finished folds with folds=[...]"
+        raise HMSDataError(
+            runs_dir, f"member {name!r} has unfinished runs: {'; '.join(unfinished)}{hint}"
+        )
+    inputs = {r["data"].get("train_inputs") for r in records.values()}
+    if len(inputs) > 1:
+        raise HMSDataError(runs_dir, f"member {name!r}: its folds were trained on other data")
     parts = []
     for fold, run in sorted(found.items()):
         frame = pd.read_parquet(run / "oof.parquet")
@@ -95,7 +112,7 @@ def load_member(name: str, runs_dir: Path, folds: list[int] | None = None) -> Me
     oof = pd.concat(parts, ignore_index=True).sort_values("sample_id", ignore_index=True)
     if oof["sample_id"].duplicated().any():
         raise HMSDataError(runs_dir, f"member {name!r}: a sample appears in two folds")
-    return MemberRuns(name, oof, found)
+    return MemberRuns(name, oof, found, records)
 
 
 def align_members(members: list[MemberRuns]) -> pd.DataFrame:
@@ -191,13 +208,34 @@ def _member_data(run: Path) -> dict[str, Any]:
     }
 
 
-def write_weights_dir(ensemble: EnsembleSpec, members: list[MemberRuns], weights_dir: Path) -> None:
-    """Copy the checkpoints and write ensemble.json into a fresh folder renamed onto weights_dir."""
+def write_weights_dir(
+    ensemble: EnsembleSpec,
+    members: list[MemberRuns],
+    weights_dir: Path,
+    config_sha256: str,
+    extra: Callable[[Path], None] | None = None,
+) -> None:
+    """Build the weights folder in a fresh folder renamed onto ``weights_dir`` at the end: the
+    checkpoints, what ``extra(folder)`` writes (the OOF blend, the report), and ``ensemble.json``
+    last, with what the folder was built from (``built_from``: the ensemble config's digest, and
+    per checkpoint its run, the run's config digest and the checkpoint's SHA-256, which readers
+    check). A killed build leaves the old folder (or none), never a part of the new one."""
+    built_from: dict[str, Any] = {"config_sha256": config_sha256, "checkpoints": {}}
+    ensemble.built_from = built_from
     with atomic_dir(weights_dir) as tmp:
         for m in members:
             (tmp / m.name).mkdir()
             for fold, run in sorted(m.runs.items()):
-                shutil.copy2(run / "best.ckpt", tmp / m.name / f"fold{fold}.ckpt")
+                rel = f"{m.name}/fold{fold}.ckpt"
+                shutil.copy2(run / "best.ckpt", tmp / rel)
+                record = m.records.get(fold, {})
+                built_from["checkpoints"][rel] = {
+                    "run": str(run),
+                    "run_config_sha256": record.get("config_sha256"),
+                    "sha256": file_digest(tmp / rel)["sha256"],
+                }
+        if extra is not None:
+            extra(tmp)
         (tmp / ENSEMBLE_FILE).write_text(json.dumps(ensemble.to_json(), indent=2))
 
 
@@ -214,12 +252,27 @@ def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
     names = list(ecfg.members)
     if not names:
         raise HMSDataError(None, f"ensemble {ecfg.name!r} has no members")
-    folds = list(cfg.folds) if cfg.get("folds") is not None else None
+    # The arguments and the output folder are checked before any run is read.
+    check_choice("space", cfg.space, SPACES)
+    check_choice("use", cfg.use, ("configured", "fitted"))
+    folds = cfg.get("folds")
+    if folds is not None:
+        if not (OmegaConf.is_list(folds) or isinstance(folds, list | tuple)) or not folds:
+            raise HMSDataError(
+                None, f"folds must be null (every finished fold) or a non-empty list such as "
+                f"[0, 1], got {folds}",
+            )  # fmt: skip
+        folds = list(folds)
+        if not all(isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in folds):
+            raise HMSDataError(None, f"folds must list fold numbers (integers >= 0), got {folds}")
+        if len(set(folds)) != len(folds):
+            raise HMSDataError(None, f"folds lists a fold twice: {folds}")
+    check_writable(cfg.weights_dir, "weights folder", folder=True)
     members = []
     for name in names:
         member_cfg = ecfg.members[name] or {}
-        runs = Path(member_cfg.get("runs") or Path(cfg.runs_dir) / name)
-        members.append(load_member(name, runs, folds))
+        member_dir = Path(member_cfg.get("runs") or Path(cfg.runs_dir) / name)
+        members.append(load_member(name, member_dir, folds))
     rows = align_members(members)
     targets = rows[list(TARGET_COLUMNS)].to_numpy(np.float64)
     n_votes = rows["n_votes"].to_numpy()
@@ -257,8 +310,6 @@ def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
     table.append({"name": "uniform", **scores(targets, uniform, n_votes)})
 
     use = str(cfg.use)
-    if use not in ("configured", "fitted"):
-        raise HMSDataError(None, f"use must be 'configured' or 'fitted', got {use!r}")
     weights = configured if use == "configured" else fitted_w
     bias = fitted_bias if use == "fitted" else None
     chosen = configured_probs if use == "configured" else fitted_probs
@@ -285,25 +336,28 @@ def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
         cv=summary,
     )
     weights_dir = Path(cfg.weights_dir)
-    write_weights_dir(ensemble, members, weights_dir)
     oof = rows.copy()
     for i, col in enumerate(VOTE_COLUMNS):
         oof[col] = chosen[:, i]
     for m in members:
         for i, col in enumerate(VOTE_COLUMNS):
             oof[f"{m.name}:{col}"] = m.probs[:, i]
-    write_parquet(oof, weights_dir / "oof_blend.parquet")
+
+    def extra(folder: Path) -> None:  # written inside the new folder, before ensemble.json
+        write_parquet(oof, folder / "oof_blend.parquet")
+        if cfg.get("report", True):
+            report_probs = {m.name: m.probs for m in members}
+            report_probs[f"blend ({use})"] = chosen
+            if cv_probs is not None and use == "fitted":
+                report_probs["blend (fitted, CV by fold)"] = cv_probs
+            files = ensemble_report(
+                targets * n_votes[:, None], report_probs, folder / REPORT_DIR,
+                title=f"ensemble {ecfg.name}: out-of-fold predictions",
+            )  # fmt: skip
+            summary["report"] = str(weights_dir / files[-1].relative_to(folder))
+
     summary["weights_dir"] = str(weights_dir)
-    if cfg.get("report", True):
-        report_probs = {m.name: m.probs for m in members}
-        report_probs[f"blend ({use})"] = chosen
-        if cv_probs is not None and use == "fitted":
-            report_probs["blend (fitted, CV by fold)"] = cv_probs
-        files = ensemble_report(
-            targets * n_votes[:, None], report_probs, weights_dir / REPORT_DIR,
-            title=f"ensemble {ecfg.name}: out-of-fold predictions",
-        )  # fmt: skip
-        summary["report"] = str(files[-1])
+    write_weights_dir(ensemble, members, weights_dir, run_records.config_digest(cfg), extra)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     return summary
 

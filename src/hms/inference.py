@@ -33,6 +33,7 @@ import numpy as np
 
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble
 from hms.constants import N_CLASSES
+from hms.data.io import file_digest
 from hms.data.preprocess import RecordingSettings, WindowSettings
 from hms.errors import HMSDataError
 
@@ -81,17 +82,27 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise HMSDataError(None, f"unknown device {device!r}: {exc}") from exc
+    except (RuntimeError, TypeError) as exc:  # a name torch does not know, or not a name
+        raise HMSDataError(
+            None, f"unknown device {device!r}; give auto, cpu, cuda or cuda:<index>"
+        ) from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise HMSDataError(None, f"device {device!r} requested, but CUDA is not available")
     return resolved
 
 
+PRECISIONS = ("auto", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed")
+
+
 def resolve_precision(precision: str | int | None, device: torch.device) -> str:
-    """``"auto"``: bf16 autocast on a GPU, full float32 on the CPU; otherwise as given."""
+    """``"auto"``: bf16 autocast on a GPU, full float32 on the CPU; otherwise as given (one of
+    ``PRECISIONS``; ``HMSDataError`` for another)."""
     if precision is None or str(precision) == "auto":
         return "bf16-mixed" if device.type == "cuda" else "32"
+    if isinstance(precision, bool) or str(precision) not in PRECISIONS:
+        raise HMSDataError(
+            None, f"precision must be one of {list(PRECISIONS)} or null, got {precision!r}"
+        )
     return str(precision)
 
 
@@ -177,8 +188,15 @@ def checkpoint_paths(ensemble: EnsembleSpec, weights_dir: str | Path) -> dict[st
     slow loading starts."""
     weights_dir = Path(weights_dir)
     paths = {m: [weights_dir / rel for rel in ensemble.checkpoints[m]] for m in ensemble.members}
-    for member, files in paths.items():
-        for path in files:
+    sums = (ensemble.built_from or {}).get("checkpoints", {})
+    for member in paths:
+        for rel, path in zip(ensemble.checkpoints[member], paths[member], strict=True):
+            if rel in sums and file_digest(path)["sha256"] != sums[rel]["sha256"]:
+                raise HMSDataError(
+                    path,
+                    "checkpoint changed after hms.ensemble built this folder (its SHA-256 is "
+                    f"not the one {ENSEMBLE_FILE} records); build the folder again",
+                )
             checkpoint_hparams(path, member)
     return paths
 

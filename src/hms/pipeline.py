@@ -27,14 +27,16 @@ import pandas as pd
 import torch
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from hms.blend import blend_members
+from hms import runs
+from hms.blend import SPACES, blend_members
 from hms.cli import hydra_main
 from hms.constants import VOTE_COLUMNS
-from hms.data.io import read_csv_checked, write_csv
+from hms.data.cache import fingerprint
+from hms.data.io import HMSLayout, check_writable, read_csv_checked, write_csv
 from hms.ensembling import build_ensemble, format_table
-from hms.errors import HMSDataError
+from hms.errors import HMSDataError, check_choice
 from hms.metrics import align, bayes_floor, kl_summary, score_submission
 from hms.submission import predict
 from hms.synth import generate
@@ -96,27 +98,14 @@ def train_config(cfg: DictConfig, model: str, fold: int) -> DictConfig:
     return compose("train", overrides=overrides)
 
 
-_COSMETIC = (
-    "trainer.enable_progress_bar", "trainer.log_every_n_steps", "logger", "callbacks", "tags",
-    "ckpt_path", "report",
-)  # fmt: skip
-
-
 def _finished(run_cfg: DictConfig) -> bool:
-    """The run folder holds every output, written by the same resolved config."""
-    run_dir = Path(run_cfg.run_dir)
-    needed = ("best.ckpt", "oof.parquet", "metrics.json", "config.yaml")
-    if not all((run_dir / name).is_file() for name in needed):
+    """The run folder holds a finished run (``hms.runs.read_record``: every output unchanged) of
+    the same resolved config, on the same train data."""
+    record, _ = runs.read_record(Path(run_cfg.run_dir))
+    if record is None or record["config_sha256"] != runs.config_digest(run_cfg):
         return False
-    saved = OmegaConf.load(run_dir / "config.yaml")
-    wanted = run_cfg.copy()
-    for cfg in (saved, wanted):  # what only changes how a run is shown or logged
-        for key in _COSMETIC:
-            OmegaConf.update(cfg, key, None, force_add=True)
-    same = OmegaConf.to_container(saved, resolve=True) == OmegaConf.to_container(
-        wanted, resolve=True
-    )
-    return same and "final" in json.loads((run_dir / "metrics.json").read_text())
+    data = HMSLayout(run_cfg.data.data_dir)
+    return record["data"].get("train_inputs") == fingerprint(data, "train")
 
 
 def train_members(cfg: DictConfig, members: list[str]) -> dict[str, list[dict]]:
@@ -143,9 +132,8 @@ def _member_test_scores(votes: np.ndarray, probs: np.ndarray) -> dict[str, float
     return _test_scores(summary.kl, summary.kl_hq)
 
 
-def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    data_dir = ensure_data(cfg)
+def _check_arguments(cfg: DictConfig) -> list[str]:
+    """The members to train, and every output location checked, before any work."""
     members = list(cfg.ensemble.members)
     if cfg.members is not None:  # a subset of the ensemble's members, e.g. to try one model
         unknown = sorted(set(cfg.members) - set(members))
@@ -154,6 +142,25 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
                 None, f"members={list(cfg.members)}: choose among the ensemble's {members}"
             )
         members = [m for m in members if m in set(cfg.members)]
+    if not cfg.folds or len(set(cfg.folds)) != len(cfg.folds):
+        raise HMSDataError(
+            None, f"folds must be a non-empty list of distinct folds, got {cfg.folds}"
+        )
+    check_choice("use", cfg.use, ("configured", "fitted"))
+    check_choice("space", cfg.space, SPACES)
+    check_writable(cfg.weights_dir, "weights folder", folder=True)
+    check_writable(cfg.submission, "submission", folder=False)
+    check_writable(cfg.scores, "scores table", folder=False)
+    check_writable(Path(cfg.paths.output_dir) / "runs", "run folders", folder=True)
+    if cfg.synth_preset is not None:
+        check_writable(cfg.data_dir, "built-in dataset", folder=True)
+    return members
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    members = _check_arguments(cfg)
+    data_dir = ensure_data(cfg)
     timings: dict[str, float] = {}
 
     t = time.perf_counter()

@@ -29,7 +29,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.backend_bases import FigureCanvasBase
 
+from hms.blend import read_ensemble
 from hms.constants import (
     CHAIN_NAMES,
     CLASS_COLORS,
@@ -42,9 +44,10 @@ from hms.constants import (
     SPEC_REGIONS,
     WINDOW_SECONDS,
 )
-from hms.data.io import atomic_path
+from hms.data.io import atomic_path, check_writable
 from hms.data.montage import bipolar_names
 from hms.data.sample import load_sample, sample_inputs
+from hms.errors import HMSDataError, check_int
 from hms.inference import load_members
 from hms.metrics import kl_divergence, kl_per_row, kl_summary, kl_terms, normalize_votes
 from hms.transforms.spectrogram import EEGSpectrogram, KaggleSpectrogramImage
@@ -343,7 +346,21 @@ def sample_figure(
     weights_dir: str | Path | None = None,
     sub_id: int | None = None,
 ) -> Path:
-    """Draw one sample (see the module docstring) to ``path``."""
+    """Draw one sample (see the module docstring) to ``path``.
+
+    The arguments, the output file and the weights folder are checked before any recording is
+    read (``HMSDataError`` naming the argument or file)."""
+    for name, value in (("eeg_id", eeg_id), ("sub_id", sub_id)):
+        if value is not None:
+            check_int(name, value, 0)
+    path = check_writable(path, "figure", folder=False)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in {"", *formats}:
+        raise HMSDataError(
+            path, f"unknown picture format {path.suffix!r}; use one of {sorted(formats)}"
+        )
+    if weights_dir is not None:
+        read_ensemble(weights_dir)
     sample = load_sample(data_dir, eeg_id, sub_id)
     inputs = sample_inputs(sample)
     eeg = inputs["eeg"][0].numpy()

@@ -37,7 +37,7 @@ from hms.blend import read_ensemble
 from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
 from hms.data.io import HMSLayout, check_writable, read_sample_submission, write_csv
 from hms.data.preprocess import RecordingSettings
-from hms.errors import HMSDataError
+from hms.errors import HMSDataError, check_int
 from hms.inference import (
     checkpoint_paths,
     member_settings,
@@ -140,7 +140,17 @@ def predict(
     Bad inputs raise ``HMSDataError`` naming the file and the problem, and write nothing.
     """
     t0 = time.perf_counter()
-    # Everything that can be checked cheaply is checked before any work is done.
+    # Everything that can be checked cheaply is checked before any work is done: the
+    # arguments, the output location, then the inputs.
+    check_int("batch_size", batch_size, 1)
+    check_int("num_workers", num_workers, 0)
+    check_int("workers", workers, 1)
+    if tta_flip is not None and not isinstance(tta_flip, bool):
+        raise HMSDataError(None, f"tta_flip must be true, false or null, got {tta_flip!r}")
+    if out is not None:
+        check_writable(out, "submission", folder=False)
+    if cache_dir is not None:
+        check_writable(cache_dir, "cache folder", folder=True)
     weights_dir = Path(weights_dir)
     ensemble = read_ensemble(weights_dir)
     layout = HMSLayout(test_path)
@@ -148,10 +158,8 @@ def predict(
         raise HMSDataError(layout.root, "test folder not found")
     test = layout.read_csv(SPLIT)
     columns = _output_columns(layout, test)
-    if out is not None:
-        check_writable(out, "submission")
     recording, window = member_settings(ensemble, weights_dir)
-    dev = resolve_device(device)
+    dev = resolve_device(device)  # imports torch: after the checks of the files
     prec = resolve_precision(precision, dev)
     checkpoints = checkpoint_paths(ensemble, weights_dir)
 

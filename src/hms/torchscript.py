@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from hms.blend import blend_members, read_ensemble
 from hms.constants import SPEC_WINDOW_ROWS, WINDOW_SAMPLES
-from hms.data.io import atomic_dir
+from hms.data.io import atomic_dir, check_writable
 from hms.errors import HMSDataError
 from hms.inference import checkpoint_paths, fold_mean, load_member_checkpoint
 from hms.models.module import probabilities
@@ -56,9 +56,22 @@ class ProbabilityModel(nn.Module):
 
 
 def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> Path:
-    """Trace every checkpoint of ``weights_dir`` into ``out_dir`` (built aside, then renamed)."""
+    """Trace every checkpoint of ``weights_dir`` into ``out_dir`` (built aside, then renamed).
+
+    ``out_dir`` is checked first: it must be writable and, when it exists, be an earlier export
+    (an ``export.json`` there) or empty, since the new folder replaces it whole."""
+    weights_dir, out_dir = Path(weights_dir), Path(out_dir).expanduser()
+    check_writable(out_dir, "export folder", folder=True)
+    if out_dir.is_dir():
+        if out_dir.resolve() == weights_dir.resolve():
+            raise HMSDataError(out_dir, "out_dir is the weights folder; choose another folder")
+        if not (out_dir / EXPORT_FILE).is_file() and any(out_dir.iterdir()):
+            raise HMSDataError(
+                out_dir,
+                f"out_dir holds other files (no {EXPORT_FILE}) and would be replaced; choose "
+                "an empty or new folder",
+            )
     ensemble = read_ensemble(weights_dir)
-    weights_dir, out_dir = Path(weights_dir), Path(out_dir)
     paths = checkpoint_paths(ensemble, weights_dir)
     members: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:

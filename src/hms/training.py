@@ -15,14 +15,16 @@ outputs/runs/<experiment>/<model>/fold<k>) receives
 - ``metrics.json``: per stage val/kl, val/kl_hq, epochs and seconds, and the final scores,
 - ``config.yaml``: the resolved config,
 - ``report/``: the held-out fold's pictures after each stage (``hms.report.ensemble_report``),
+- ``complete.json``: the completion record, written last (``hms.runs``),
 
-each written under a temporary name and renamed, so a killed run never leaves half a file.
+each written under a temporary name and renamed, so a killed run never leaves half a file. A run
+holds the folder's lock while it works and first removes the record and the outputs it will write
+again: a killed run leaves a folder that no reader takes for finished.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 import traceback
@@ -34,11 +36,13 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
+from hms import runs
 from hms.constants import HQ_VOTES, VOTE_COLUMNS
 from hms.data.datamodule import HMSDataModule
 from hms.data.io import atomic_path, write_parquet
@@ -49,8 +53,8 @@ from hms.models.inference import predict_loader
 from hms.models.module import HMSModule
 from hms.report import ensemble_report
 
-STAGES = ("stage1", "stage2")
-REPORT_DIR = "report"
+STAGES = runs.STAGE_DIRS
+REPORT_DIR = runs.REPORT_DIR
 
 
 # --------------------------------------------------------------------------- files
@@ -107,17 +111,27 @@ def score_oof(frame: pd.DataFrame) -> dict[str, float]:
 
 
 def refined_targets(dm: HMSDataModule, source: Path, alpha: float) -> np.ndarray:
-    """Targets of every train sample, low-agreement ones blended with stage-1 OOF predictions."""
-    files = sorted(Path(source).glob("fold*/oof_stage1.parquet"))
-    oof = pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
-    have = set(oof["fold"].unique()) if len(oof) else set()
-    missing = sorted(set(range(dm.n_folds)) - have)
+    """Targets of every train sample, low-agreement ones blended with stage-1 OOF predictions of
+    the finished runs (``hms.runs.read_record``) of every fold under ``source``, on this data."""
+    source = Path(source)
+    frames, missing = [], []
+    for fold in range(dm.n_folds):
+        record, _ = runs.read_record(source / f"fold{fold}", need=("oof_stage1.parquet",))
+        if record is None:
+            missing.append(fold)
+            continue
+        if record["data"].get("train_inputs") != dm.train_cache.manifest["inputs"]:
+            raise HMSDataError(
+                source / f"fold{fold}", "its stage-1 predictions were made on other train data"
+            )
+        frames.append(pd.read_parquet(source / f"fold{fold}" / "oof_stage1.parquet"))
     if missing:
         raise HMSDataError(
             source,
             f"label refinement needs stage-1 OOF predictions of every fold; folds {missing} have "
-            "no fold*/oof_stage1.parquet (run the sweep without refine first)",
+            "no finished run with fold*/oof_stage1.parquet (run the sweep without refine first)",
         )
+    oof = pd.concat(frames)
     samples = dm.train_cache.samples
     oof = oof.set_index("sample_id").reindex(samples["sample_id"])
     if oof["eeg_id"].isna().any() or not np.array_equal(oof["eeg_id"], samples["eeg_id"]):
@@ -148,14 +162,6 @@ def _resume_stage(ckpt_path: str | None) -> str | None:
     if stage not in STAGES:
         raise HMSDataError(path, f"checkpoint of unknown stage {stage!r}")
     return stage
-
-
-@rank_zero_only
-def _clear_stage_checkpoints(run_dir: Path) -> None:
-    """Checkpoints of an earlier run in this folder would be mistaken for this run's (the extra
-    processes that DDP starts leave them to rank 0)."""
-    for stage in STAGES:
-        shutil.rmtree(run_dir / stage, ignore_errors=True)
 
 
 def _close_loggers(loggers: list, status: str) -> None:
@@ -300,12 +306,21 @@ def _write_outputs(
         write_report(frames, run_dir / REPORT_DIR, f"{cfg.model.name} fold {cfg.fold}")
 
 
-def _start_run(cfg: DictConfig) -> Path:
-    """The run folder with the resolved ``config.yaml``; the seeds set."""
+def _start_run(cfg: DictConfig, resume: str | None) -> Path:
+    """The run folder, cleared of what this run will write again (rank 0; the extra processes
+    that DDP starts leave it to rank 0), with the resolved ``config.yaml``; the seeds set.
+
+    A resumed run keeps its stage checkpoints and ``metrics.json``; only its record goes."""
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "config.yaml") as tmp:
-        OmegaConf.save(cfg, tmp, resolve=True)
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved = run_dir / "config.yaml"
+        if resume is None:
+            runs.clear_run(run_dir)
+        else:  # the user's choice (e.g. more epochs); the record will name this config
+            (run_dir / runs.RECORD).unlink(missing_ok=True)
+        with atomic_path(saved) as tmp:
+            OmegaConf.save(cfg, tmp, resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
     return run_dir
 
@@ -329,9 +344,67 @@ def _fit_normalization(module: HMSModule, dm: HMSDataModule, targets: np.ndarray
         module.net.fit_normalization(dm.statistics_dataloader())
 
 
+def _check_refine(cfg: DictConfig) -> None:
+    if not cfg.refine.enabled:
+        return
+    if not cfg.refine.source:
+        raise HMSDataError(
+            None,
+            "refine.enabled=true needs refine.source=<the runs of a finished sweep of this "
+            "model without refinement>, e.g. outputs/runs/demo/resnet1d_gru",
+        )
+    if Path(cfg.refine.source).resolve() == Path(cfg.run_dir).resolve().parent:
+        raise HMSDataError(
+            cfg.refine.source,
+            "refine.source is this run's own experiment folder, which the refined runs would "
+            "overwrite while the other folds still read it; give the refined runs another "
+            "experiment_name",
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one (experiment, model, fold); returns the content of ``metrics.json``."""
-    run_dir = _start_run(cfg)
+    """Train one (experiment, model, fold); returns the content of ``metrics.json``. The run
+    folder is locked while it works (rank 0): a second run of the same folder is refused."""
+    _check_refine(cfg)
+    resume = _resume_stage(cfg.ckpt_path)
+    if rank_zero_only.rank != 0:
+        return _train(cfg, resume)
+    with runs.run_lock(Path(cfg.run_dir)):
+        return _train(cfg, resume)
+
+
+def _data_identity(dm: HMSDataModule) -> dict[str, Any]:
+    """What a run was built from, for its completion record."""
+    return {
+        "train_inputs": dm.train_cache.manifest["inputs"],
+        "cache": dm.train_cache.path.name,
+        "folds": Path(dm.prepared.folds).name,
+    }
+
+
+def _loggers(cfg: DictConfig) -> list:
+    """The configured loggers, made before any work: one whose package is not installed (e.g.
+    ``logger=tensorboard`` without tensorboard) is refused in one line."""
+    loggers = []
+    for name, spec in (cfg.get("logger") or {}).items():
+        if spec is None:
+            continue
+        try:
+            loggers.append(instantiate(spec))
+        except InstantiationException as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ImportError):
+                raise
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+            raise HMSDataError(
+                None, f"logger {name!r} needs a package that is not installed: {first}"
+            ) from None
+    return loggers
+
+
+def _train(cfg: DictConfig, resume: str | None) -> dict[str, Any]:
+    loggers = _loggers(cfg)
+    run_dir = _start_run(cfg, resume)
     module, dm = _build(cfg)
     targets = None
     if cfg.refine.enabled:
@@ -339,7 +412,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     one_pass = callable(getattr(module.net, "fit", None))  # no Trainer, a single stage
     stages = [s for s in STAGES if s == "stage1" or (cfg.stage2.enabled and not one_pass)]
-    resume = _resume_stage(cfg.ckpt_path)
     metrics_path = run_dir / "metrics.json"
     metrics: dict[str, Any] = {
         "experiment": cfg.experiment_name,
@@ -354,10 +426,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["stages"] = json.loads(metrics_path.read_text()).get("stages", {})
     frames: dict[str, pd.DataFrame] = {}  # out-of-fold rows after each stage, for the report
     if resume is None:
-        _clear_stage_checkpoints(run_dir)
         _fit_normalization(module, dm, targets)
 
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     callbacks = [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values() if cb]
     status = "failed"
     try:
@@ -384,6 +454,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 f"  val/kl_hq {scores['val/kl_hq']:.4f}  ({fitted.seconds:.0f} s)"
             )
         _write_outputs(cfg, run_dir, module, fitted.trainer, frames, metrics, stages[-1])
+        if rank_zero_only.rank == 0:
+            runs.write_record(run_dir, cfg, _data_identity(dm))
         status = "success"
     finally:
         _close_loggers(loggers, status)

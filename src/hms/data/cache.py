@@ -177,13 +177,17 @@ def _check_files(
 
 
 def fingerprint(layout: HMSLayout, split: str) -> str:
-    """Inputs' identity: the csv's bytes and the names and sizes of the signal files it uses."""
+    """Inputs' identity: the csv's bytes and the names, sizes and modification times of the
+    signal files (a file rewritten with the same size gets a new time, so a new cache; hashing
+    every signal file's bytes would cost the time of a build)."""
     h = hashlib.sha1(file_sha1(layout.csv(split)).encode())
     for sub in (f"{split}_eegs", f"{split}_spectrograms"):
         folder = layout.root / sub
         if folder.is_dir():
             with os.scandir(folder) as it:
-                entries = sorted((e.name, e.stat().st_size) for e in it if e.is_file())
+                entries = sorted(
+                    (e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in it if e.is_file()
+                )
             h.update(json.dumps(entries).encode())
     return h.hexdigest()[:16]
 

@@ -63,8 +63,14 @@ class HMSDataModule(pl.LightningDataModule):
         self.targets: np.ndarray | None = None  # refined targets, one row per train sample
         self.prepared: Prepared | None = None
         self.train_cache: HMSCache | None = None
+        if self.n_folds < 2:
+            raise HMSDataError(None, f"data.folds.n_folds must be at least 2, got {self.n_folds}")
         if not 0 <= self.fold < self.n_folds:
-            raise ValueError(f"fold must be in 0..{self.n_folds - 1}, got {self.fold}")
+            raise HMSDataError(
+                None,
+                f"fold must be in 0..{self.n_folds - 1} (data.folds.n_folds={self.n_folds}), "
+                f"got {self.fold}",
+            )
 
     # ------------------------------------------------------------------ preparation
 

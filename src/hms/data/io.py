@@ -8,11 +8,16 @@ short for its label offsets.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
+import hashlib
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,15 +40,48 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+_HOST = socket.gethostname().replace(".", "_")
+
+
+def _owner_tag() -> str:
+    """``<host>-<pid>``: which process a temporary file or folder belongs to."""
+    return f"{_HOST}-{os.getpid()}"
+
+
+def _remove_dead_leftovers(parent: Path, prefix: str) -> None:
+    """Remove what killed processes of this host left under a temporary name beginning with
+    ``prefix`` (``.<name>.<host>-<pid>.``); a live process's own, or another host's, is left."""
+    for leftover in parent.glob(f"{glob.escape(prefix)}{_HOST}-*"):
+        pid = leftover.name[len(prefix) + len(_HOST) + 1 :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive: it may still be writing
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            continue
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     A crash or an exception leaves ``path`` as it was (absent or the old file), never half-written.
+    The temporary name (``.<name>.<host>-<pid>.<random>.tmp``) says which process writes it: the
+    next write of ``path`` removes what a killed process left.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_dead_leftovers(path.parent, f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; the final file gets the usual mode
@@ -60,14 +98,16 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh folder beside ``path``; it replaces ``path`` only if the block succeeds.
 
     A crash or an exception leaves ``path`` as it was (absent or the old folder), never a folder
-    with part of the new content.
+    with part of the new content; the next build removes what a killed one left beside it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
+    for kind in ("building", "old"):
+        _remove_dead_leftovers(path.parent, f".{path.name}.{kind}-")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-{_owner_tag()}.", dir=path.parent))
     try:
         yield tmp
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        old = path.parent / f".{path.name}.old-{_owner_tag()}"
         if path.exists():
             path.rename(old)
         tmp.rename(path)
@@ -76,10 +116,26 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_writable(path: str | Path, what: str = "output") -> Path:
+def file_digest(path: str | Path) -> dict[str, Any]:
+    """A file's size and SHA-256 (what completion records keep of each output)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def check_writable(path: str | Path, what: str = "output", folder: bool | None = None) -> Path:
     """Raise ``HMSDataError`` now, before any work, if ``path`` (a file or folder to be written)
-    could not be created: the nearest existing ancestor must be a writable folder."""
+    could not be created: the nearest existing ancestor must be a writable folder. With
+    ``folder=True`` (a folder to write) an existing file is refused there, with ``folder=False``
+    (a file to write) an existing folder."""
     path = Path(path).expanduser()
+    if folder is True and path.exists() and not path.is_dir():
+        raise HMSDataError(path, f"cannot write the {what} here: this is a file, not a folder")
+    if folder is False and path.is_dir():
+        raise HMSDataError(path, f"cannot write the {what} here: this is a folder, not a file")
     parent = path if path.is_dir() else path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -87,6 +143,15 @@ def check_writable(path: str | Path, what: str = "output") -> Path:
         raise HMSDataError(path, f"cannot write the {what} here: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise HMSDataError(path, f"cannot write the {what} here: {parent} is not writable")
+    try:  # permission bits do not tell everything (root, read-only or virtual file systems)
+        with tempfile.TemporaryFile(prefix=".hms-write-check-", dir=parent):
+            pass
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a full disk, not a wrong place: hms.cli reports it as such
+        raise HMSDataError(
+            path, f"cannot write the {what} here: {parent} is not writable ({exc.strerror})"
+        ) from exc
     return path
 
 

@@ -33,6 +33,8 @@ def load_sample(data_dir: str | Path, eeg_id: int | None = None, sub_id: int | N
     the votes.
     """
     layout = HMSLayout(data_dir)
+    if not layout.root.is_dir():
+        raise HMSDataError(layout.root, "data folder not found")
     split, row = None, None
     if layout.csv("train").is_file():
         train = layout.read_csv("train")

@@ -11,21 +11,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from hms.cli import hydra_main
 from hms.synth.generate import generate
+from hms.synth.presets import preset_overrides
 
 
 @hydra_main("synth")
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     presets = cfg.get("presets")
-    overrides = OmegaConf.to_container(presets, resolve=True) if presets else {}
+    if OmegaConf.is_config(presets):
+        presets = OmegaConf.to_container(presets, resolve=True)
     summary = generate(
         out_dir=Path(cfg.out_dir).expanduser(),
-        preset=cfg.preset,
-        seed=int(cfg.seed),
-        workers=int(cfg.workers),
+        preset=str(cfg.preset),
+        seed=cfg.seed,
+        workers=cfg.workers,
         overwrite=bool(cfg.overwrite),
         labels_only=bool(cfg.labels_only),
-        preset_overrides=overrides.get(cfg.preset) if isinstance(overrides, dict) else None,
+        preset_overrides=preset_overrides(presets, str(cfg.preset)),
         progress=bool(cfg.progress),
     )
     if not summary.get("skipped"):  # a skip is reported by generate's log line

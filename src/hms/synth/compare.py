@@ -132,7 +132,7 @@ def compare(
     if max_units is not None and max_units < 1:
         raise HMSDataError(None, f"max_units must be >= 1 or null, not {max_units}")
     if out is not None:
-        out = check_writable(out, "output folder")
+        out = check_writable(out, "output folder", folder=True)
     frames = {
         name: describe_folder(Path(path).expanduser(), max_units=max_units, seed=seed)
         for name, path in folders.items()

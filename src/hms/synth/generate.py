@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from hms.constants import CONSENSUS_NAMES, VOTE_COLUMNS
-from hms.data.io import atomic_path, write_csv
+from hms.data.io import atomic_path, check_writable, write_csv
+from hms.errors import HMSDataError, check_int
 from hms.parallel import run_jobs
 from hms.synth.plan import Plan, Session, make_plan
 from hms.synth.presets import get_preset
@@ -51,9 +52,10 @@ def _existing(out: Path) -> dict[str, Any] | None:
     if not meta.is_file():
         return None
     try:
-        return json.loads(meta.read_text())
+        found = json.loads(meta.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    return found if isinstance(found, dict) else None
 
 
 def _prepare(out: Path, identity: dict[str, Any], overwrite: bool) -> bool:
@@ -64,16 +66,21 @@ def _prepare(out: Path, identity: dict[str, Any], overwrite: bool) -> bool:
         if same and not overwrite:
             return False
         if not same and not overwrite:
-            raise FileExistsError(
-                f"{out} holds a synthetic dataset with preset {meta['preset']['name']!r}, seed "
-                f"{meta['seed']}; pass overwrite=true to replace it"
+            held = meta.get("preset")
+            name = held.get("name") if isinstance(held, dict) else None
+            raise HMSDataError(
+                out,
+                f"out_dir holds another synthetic dataset (preset {name!r}, seed "
+                f"{meta.get('seed')!r}); choose another out_dir or pass overwrite=true to "
+                "replace it",
             )
     elif (
         out.is_dir() and any(out.iterdir()) and not (out / PARTIAL_NAME).exists() and not overwrite
     ):
-        raise FileExistsError(
-            f"{out} is not empty and was not written by hms.synth; choose another out_dir "
-            "or pass overwrite=true"
+        raise HMSDataError(
+            out,
+            "out_dir is not empty and was not written by hms.synth; choose another out_dir or "
+            "pass overwrite=true",
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / PARTIAL_NAME).write_text(json.dumps(identity))
@@ -169,8 +176,11 @@ def generate(
     written (``summary["skipped"]`` is True) unless ``overwrite``. ``labels_only`` writes the
     tables without rendering any signal (fast; for studying the labels).
     """
-    out = Path(out_dir)
+    # Arguments and the output folder first: nothing is written for a run that could not finish.
+    out = Path(out_dir).expanduser()
     spec = get_preset(preset, preset_overrides)
+    seed, workers = check_int("seed", seed, 0), check_int("workers", workers, 1)
+    check_writable(out, "dataset folder", folder=True)
     identity = _identity(spec, seed, labels_only)
     if not _prepare(out, identity, overwrite):
         log.info("%s already holds the %s dataset for seed %d; skipping", out, preset, seed)

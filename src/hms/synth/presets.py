@@ -4,8 +4,15 @@ demo's training data) for the longer CPU recipe, ``full`` at the scale of the HM
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
+
+from hms.errors import HMSDataError
+
+MAX_PATIENTS = 65535  # patient ids are drawn from 1..65535
+_COUNTS = ("train_patients", "train_sessions", "train_eegs", "test_patients", "test_eegs")
+_RATES = ("nan_file_rate", "flat_file_rate", "clip_file_rate", "nan_spectrogram_rate")
 
 
 @dataclass(frozen=True)
@@ -26,16 +33,78 @@ class Preset:
     clip_file_rate: float = 0.012  # share of EEG files where an electrode saturates the amplifier
     nan_spectrogram_rate: float = 0.04  # share of spectrogram files with NaN stretches
 
-    def with_overrides(self, overrides: dict[str, Any] | None) -> Preset:
-        """Return a copy with some fields replaced (from the ``presets`` block of the config)."""
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> Preset:
+        """Return a copy with some fields replaced (from the ``presets`` block of the config).
+
+        Unknown fields, values of the wrong type and sizes that cannot make a dataset raise
+        ``HMSDataError`` naming the field, before anything is generated."""
+        if overrides is None:
+            return self
+        where = f"presets.{self.name}"
+        if not isinstance(overrides, Mapping):
+            raise HMSDataError(
+                None, f"{where} must be a mapping of fields, e.g. {{train_eegs: 800}}; got "
+                f"{overrides!r}",
+            )  # fmt: skip
         if not overrides:
             return self
-        known = {f.name for f in fields(self)}
-        unknown = set(overrides) - known
+        known = sorted(f.name for f in fields(self) if f.name != "name")
+        unknown = sorted(str(k) for k in overrides if k not in known)
         if unknown:
-            raise ValueError(f"unknown preset fields {sorted(unknown)}; known: {sorted(known)}")
+            raise HMSDataError(None, f"{where}: unknown fields {unknown}; known: {known}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-        return replace(self, **values)
+        preset = replace(self, **values)
+        preset.check(where)
+        return preset
+
+    def check(self, where: str | None = None) -> None:
+        """Raise ``HMSDataError`` if these sizes cannot make a dataset (``where`` names the
+        config block the values came from)."""
+        where = where or f"preset {self.name!r}"
+        for name in _COUNTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise HMSDataError(None, f"{where}: {name} must be an integer >= 1, got {value!r}")
+        problems = []
+        if self.train_sessions < self.train_patients:
+            problems.append(
+                f"train_sessions={self.train_sessions} is fewer than train_patients="
+                f"{self.train_patients} (every patient has at least one session)"
+            )
+        if self.train_eegs < self.train_sessions:
+            problems.append(
+                f"train_eegs={self.train_eegs} is fewer than train_sessions={self.train_sessions}"
+                " (every session holds at least one EEG)"
+            )
+        if self.train_patients + self.test_patients > MAX_PATIENTS:
+            problems.append(
+                f"train_patients + test_patients = {self.train_patients + self.test_patients} "
+                f"exceeds the {MAX_PATIENTS} patient ids"
+            )
+        rows = self.rows_per_event
+        if isinstance(rows, bool) or not isinstance(rows, int | float) or not rows >= 1:
+            problems.append(f"rows_per_event must be a number >= 1, got {rows!r}")
+        extra = self.session_extra_s
+        if (
+            not isinstance(extra, tuple)
+            or len(extra) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in extra)
+            or not 0 <= extra[0] <= extra[1]
+        ):
+            shown = list(extra) if isinstance(extra, tuple) else extra
+            problems.append(
+                f"session_extra_s must be [low, high] seconds, 0 <= low <= high, got {shown!r}"
+            )
+        for name in _RATES:
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+                problems.append(f"{name} must be a share in [0, 1], got {rate!r}")
+        if not isinstance(self.test_high_raters, bool):
+            problems.append(
+                f"test_high_raters must be true or false, got {self.test_high_raters!r}"
+            )
+        if problems:
+            raise HMSDataError(None, f"{where}: {'; '.join(problems)}")
 
 
 PRESETS: dict[str, Preset] = {
@@ -89,8 +158,31 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: str, overrides: dict[str, Any] | None = None) -> Preset:
-    """The named preset, with optional field overrides."""
+def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Preset:
+    """The named preset, with optional field overrides (``HMSDataError`` for an unknown name or
+    overrides that cannot make a dataset)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise HMSDataError(None, f"unknown preset={name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].with_overrides(overrides)
+
+
+def preset_overrides(presets: Mapping[str, Any] | None, name: str) -> dict[str, Any] | None:
+    """The overrides of preset ``name`` from the config's ``presets`` block
+    (``{demo: {train_eegs: 800}, ...}``), after checking the whole block: every key must be a
+    preset and every entry's fields must make a dataset (``HMSDataError`` otherwise)."""
+    if not presets:
+        return None
+    if not isinstance(presets, Mapping):
+        raise HMSDataError(
+            None,
+            f"presets must be a mapping such as {{demo: {{train_eegs: 800}}}}, got {presets!r}",
+        )
+    unknown = sorted(str(k) for k in presets if k not in PRESETS)
+    if unknown:
+        raise HMSDataError(
+            None, f"presets: unknown presets {unknown}; choose among {sorted(PRESETS)}"
+        )
+    for key, entry in presets.items():
+        PRESETS[key].with_overrides(entry)
+    entry = presets.get(name)
+    return dict(entry) if entry else None
