@@ -82,7 +82,8 @@ def test_pipeline_trains_ensembles_predicts_and_scores(tiny, tmp_path):
 
 def test_an_interrupted_synthesis_is_not_taken_for_data(tmp_path):
     """A killed hms.synth leaves train.csv beside its partial marker: the pipeline regenerates
-    the built-in dataset (or, for a folder it was not asked to generate, says so)."""
+    the built-in dataset (or, for a folder it was not asked to generate, says so); a complete
+    built-in dataset of another seed is refused."""
     data = tmp_path / "d"
     data.mkdir()
     (data / "train.csv").write_text("eeg_id\n")  # what a generation killed midway leaves
@@ -94,3 +95,7 @@ def test_an_interrupted_synthesis_is_not_taken_for_data(tmp_path):
     assert ensure_data(cfg) == data
     assert (data / "synth_meta.json").is_file() and not (data / PARTIAL_NAME).exists()
     assert len(pd.read_csv(data / "train.csv")) > 0
+    assert ensure_data(cfg) == data  # complete: used as it is
+    cfg.synth_seed = 1  # another built-in dataset than the one there: refused, not used
+    with pytest.raises(HMSDataError, match="holds another synthetic dataset"):
+        ensure_data(cfg)

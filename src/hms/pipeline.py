@@ -40,7 +40,7 @@ from hms.errors import HMSDataError, check_choice
 from hms.metrics import align, bayes_floor, kl_summary, score_submission
 from hms.submission import predict
 from hms.synth import generate
-from hms.synth.generate import PARTIAL_NAME
+from hms.synth.generate import META_NAME, PARTIAL_NAME
 from hms.training import train
 
 
@@ -69,9 +69,15 @@ def _common(cfg: DictConfig) -> list[str]:
 
 def ensure_data(cfg: DictConfig) -> Path:
     """The data folder; the built-in dataset is generated there when it is absent, or when a
-    generation was interrupted there (its ``train.csv`` alone does not make it complete)."""
+    generation was interrupted there (its ``train.csv`` alone does not make it complete). A
+    built-in dataset already there (its ``synth_meta.json``) is used only if it is the one asked
+    for (``synth_preset``, ``synth_seed``, this generator version): ``generate`` checks it."""
     data_dir = Path(cfg.data_dir)
     interrupted = (data_dir / PARTIAL_NAME).exists()
+    built_in = (data_dir / META_NAME).is_file()
+    if built_in and cfg.synth_preset is not None and not interrupted:
+        generate(data_dir, preset=str(cfg.synth_preset), seed=int(cfg.synth_seed), workers=2)
+        return data_dir  # the same dataset (skipped), or an error naming the one it holds
     if (data_dir / "train.csv").is_file() and not interrupted:
         return data_dir
     if cfg.synth_preset is None:
