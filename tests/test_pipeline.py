@@ -21,6 +21,7 @@ from hms.pipeline import ensure_data
 from hms.synth.generate import PARTIAL_NAME
 
 
+@pytest.mark.slow
 def test_pipeline_trains_ensembles_predicts_and_scores(tiny, tmp_path):
     root, _ = tiny
     data = tmp_path / "data"

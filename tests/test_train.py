@@ -301,6 +301,7 @@ def test_sweep_through_submitit(tiny, tmp_path, shared_cache):
     assert "fold must be in 0..2" in (runs / "fold7" / "error.txt").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ("effnet_b0", "resnet1d_gru", "multispec_b0"))
 def test_short_training_lowers_the_training_loss(model, tiny, tmp_path, shared_cache):
     """Each family learns: through hms.train with the demo's recipe for that model (its
