@@ -173,7 +173,7 @@ def test_label_refinement_reads_finished_runs_of_every_fold(tiny, tmp_path, shar
     assert "final" in metrics
 
 
-def test_a_rerun_clears_the_old_outputs_first_and_a_locked_folder_is_refused(
+def test_a_refused_rerun_keeps_the_finished_run_and_a_second_run_is_locked_out(
     tiny, tmp_path, shared_cache
 ):
     from hms import runs
@@ -186,14 +186,29 @@ def test_a_rerun_clears_the_old_outputs_first_and_a_locked_folder_is_refused(
     run_dir = Path(cfg.run_dir)
     record, why = runs.read_record(run_dir)
     assert record is not None and record["config_sha256"] == runs.config_digest(cfg), why
-    # A re-run with other settings that fails (here: while building its data) has already
-    # removed the old outputs: nothing of the old config is left beside the new config.yaml.
+    # hms.pipeline reuses it for the same config only (display and logging keys aside).
+    from hms.pipeline import _finished
+
+    assert _finished(cfg)
+    shown = cfg.copy()
+    shown.trainer.enable_progress_bar = True
+    assert _finished(shown)
+    other = cfg.copy()
+    other.seed = 7
+    assert not _finished(other)
+    # A re-run refused for its settings or data (here: more folds than patients) leaves the
+    # finished run as it was; one that gets past its checks removes the old outputs before it
+    # trains (tests/test_faults.py kills such re-runs and finds nothing of the old run).
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     bad = compose_train(tmp_path, root, "model=resnet1d_gru", f"paths.cache_dir={shared_cache}",
                         "debug=fast", "data.folds.n_folds=40")  # fmt: skip
     with pytest.raises(HMSDataError):
         train(bad)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    assert runs.read_record(run_dir)[0] is not None
+    runs.clear_run(run_dir)  # what a run does first once its checks have passed
     left = {p.name for p in run_dir.iterdir()}
-    assert left <= {"config.yaml", runs.LOCK, "error.txt"}, left
+    assert left <= {runs.LOCK}, left
     assert runs.read_record(run_dir)[0] is None
     # A second run of the same folder while one holds it is refused, and leaves it as it was.
     train(cfg)

@@ -11,9 +11,10 @@ completion record, ``complete.json``, which ``hms.training`` writes last, after 
 - ``files``: size and SHA-256 of each output (``best.ckpt``, ``oof.parquet``,
   ``oof_stage1.parquet``, ``metrics.json``, ``config.yaml``).
 
-A run starts by taking the folder's lock (``.lock``: a second run of the same folder is refused,
-not interleaved) and removing the record and every output it will write again, so a run that is
-killed leaves a folder without a record, which no reader takes for finished. ``read_record``
+A run takes the folder's lock (``.lock``: a second run of the same folder is refused, not
+interleaved); once its model and data are built it removes the record and every output it will
+write again, so a run that is killed while it trains leaves a folder without a record, which no
+reader takes for finished. ``read_record``
 returns a record only when every file it names is there, unchanged; ``hms.pipeline`` (reuse),
 ``hms.ensembling`` (the members' runs) and label refinement (stage-1 predictions of every fold)
 read runs through it.

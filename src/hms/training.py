@@ -18,8 +18,9 @@ outputs/runs/<experiment>/<model>/fold<k>) receives
 - ``complete.json``: the completion record, written last (``hms.runs``),
 
 each written under a temporary name and renamed, so a killed run never leaves half a file. A run
-holds the folder's lock while it works and first removes the record and the outputs it will write
-again: a killed run leaves a folder that no reader takes for finished.
+holds the folder's lock while it works; once its model and data are built (a run refused for its
+arguments or data leaves the folder as it was) it removes the record and the outputs it will
+write again: a run killed while it trains leaves a folder that no reader takes for finished.
 """
 
 from __future__ import annotations
@@ -308,7 +309,9 @@ def _write_outputs(
 
 def _start_run(cfg: DictConfig, resume: str | None) -> Path:
     """The run folder, cleared of what this run will write again (rank 0; the extra processes
-    that DDP starts leave it to rank 0), with the resolved ``config.yaml``; the seeds set.
+    that DDP starts leave it to rank 0), with the resolved ``config.yaml``. It comes after the
+    module and its data are built: a run refused for its arguments or data leaves the folder
+    (a finished run there stays finished).
 
     A resumed run keeps its stage checkpoints and ``metrics.json``; only its record goes."""
     run_dir = Path(cfg.run_dir)
@@ -321,7 +324,6 @@ def _start_run(cfg: DictConfig, resume: str | None) -> Path:
             (run_dir / runs.RECORD).unlink(missing_ok=True)
         with atomic_path(saved) as tmp:
             OmegaConf.save(cfg, tmp, resolve=True)
-    pl.seed_everything(cfg.seed, workers=True)
     return run_dir
 
 
@@ -404,11 +406,12 @@ def _loggers(cfg: DictConfig) -> list:
 
 def _train(cfg: DictConfig, resume: str | None) -> dict[str, Any]:
     loggers = _loggers(cfg)
-    run_dir = _start_run(cfg, resume)
+    pl.seed_everything(cfg.seed, workers=True)
     module, dm = _build(cfg)
     targets = None
     if cfg.refine.enabled:
         targets = refined_targets(dm, Path(cfg.refine.source), float(cfg.refine.alpha))
+    run_dir = _start_run(cfg, resume)  # checks passed: from here on the folder is this run's
 
     one_pass = callable(getattr(module.net, "fit", None))  # no Trainer, a single stage
     stages = [s for s in STAGES if s == "stage1" or (cfg.stage2.enabled and not one_pass)]
