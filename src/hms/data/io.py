@@ -48,10 +48,31 @@ def _owner_tag() -> str:
     return f"{_HOST}-{os.getpid()}"
 
 
-def _remove_dead_leftovers(parent: Path, prefix: str) -> None:
+_SWEPT: set[Path] = set()  # folders whose dead temporary files this process has removed
+
+
+def _sweep_temporary_files(parent: Path) -> None:
+    """Once per folder and process (the synthesis writes thousands of files into one folder: a
+    listing per write would cost a listing per file): remove the temporary files
+    (``.<name>.<host>-<pid>.<random>.tmp``) that dead processes of this host left there."""
+    if parent in _SWEPT:
+        return
+    marker = f".{_HOST}-"
+    with os.scandir(parent) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") and name.endswith(".tmp") and marker in name:
+                prefix = name[: name.rindex(marker) + 1]
+                _remove_dead_leftovers(parent, prefix, [Path(entry.path)])
+    _SWEPT.add(parent)
+
+
+def _remove_dead_leftovers(parent: Path, prefix: str, found: list[Path] | None = None) -> None:
     """Remove what killed processes of this host left under a temporary name beginning with
-    ``prefix`` (``.<name>.<host>-<pid>.``); a live process's own, or another host's, is left."""
-    for leftover in parent.glob(f"{glob.escape(prefix)}{_HOST}-*"):
+    ``prefix`` (``.<name>.<host>-<pid>.``); a live process's own, or another host's, is left.
+    ``found``: those paths only, instead of listing ``parent``."""
+    candidates = parent.glob(f"{glob.escape(prefix)}{_HOST}-*") if found is None else found
+    for leftover in candidates:
         pid = leftover.name[len(prefix) + len(_HOST) + 1 :].split(".", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
@@ -74,11 +95,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     A crash or an exception leaves ``path`` as it was (absent or the old file), never half-written.
     The temporary name (``.<name>.<host>-<pid>.<random>.tmp``) says which process writes it: the
-    next write of ``path`` removes what a killed process left.
+    first write of a process into a folder removes what killed processes left there.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_leftovers(path.parent, f".{path.name}.")
+    _sweep_temporary_files(path.parent)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp", dir=path.parent
     )
