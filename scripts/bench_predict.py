@@ -49,9 +49,8 @@ def write_weights(out: Path, folds: int, experiment: str | None) -> None:
         for fold in range(folds):
             torch.manual_seed(fold)
             module = instantiate(cfg.model, _convert_="all")
-            for norm in getattr(module.net, "norms", {}).values():
-                if getattr(norm, "mode", "") == "dataset":  # unit statistics: no fitting pass
-                    norm.set_stats(0.0, 1.0)
+            if module.net.needs_fitting:  # statistics of random inputs: no pass over data
+                module.net.fit_normalization([module.net.example_batch(4)])
             ckpt = {
                 "state_dict": module.state_dict(),
                 "hyper_parameters": dict(module.hparams),

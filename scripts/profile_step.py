@@ -6,19 +6,20 @@ of ``--repeats``, after a warm-up):
 
 - ``load``: one training batch from the DataLoader (random window, montage, collation);
 - ``augment``: the batch augmentations;
-- for the image models: ``spectrogram`` (the on-device spectrograms of every view), ``image``
-  (normalisation, masks, layout, resize) and ``backbone`` (forward + backward of the CNN);
-- for the ResNet1D-GRU: ``conv`` (stem and residual blocks) and ``gru`` (the recurrent layer and
-  head), each forward + backward;
-- for the feature baseline: ``features`` (the qEEG features of the batch, no gradient);
-- ``optimizer``: the AdamW step;
+- ``encode``: the network's ``encode`` (``hms.models.base.HMSNet``): the on-device spectrograms,
+  normalisation, masks and layout of an image model, the scaled and pooled signal of a 1-D
+  model, the qEEG features of the feature baseline;
+- ``body``: forward + backward of the network's learned part (``body``); none for a member
+  fitted in one pass (``one_pass``), which has no gradient step;
+- ``optimizer``: the optimiser's step;
 - ``step``: augment + forward + loss + backward + optimizer together, as training runs it.
 
 Run from the repository root, on an otherwise idle machine:
 
     python scripts/profile_step.py experiment=demo --models effnet_b0 resnet1d_gru multispec_b0
 
-(Hydra overrides first: ``--models`` takes every name after it.)
+(Hydra overrides first: ``--models`` takes every name after it; the default is every
+``conf/model/*.yaml``.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from hms.cli import conf_dir
+from hms.cli import conf_dir, model_names
 from hms.models.losses import kl_loss
 
 
@@ -70,29 +71,16 @@ def profile(model: str, overrides: list[str], repeats: int) -> dict[str, float]:
     out = {"batch": float(dm.batch_size), "load": timed(next_batch, repeats)}
     batch = next_batch()
     net = module.net
-    norms = getattr(net, "norms", {})
-    if any(getattr(n, "mode", "") == "dataset" for n in norms.values()):
+    if net.needs_fitting:
         net.fit_normalization([batch])
     module.train()
     out["augment"] = timed(lambda: module.augment(batch), repeats)
     aug = module.augment(batch)
-    if hasattr(net, "backbone"):  # SpecCNN
-        out["spectrogram"] = timed(lambda: [net.raw_maps(aug, v) for v in net.views], repeats)
-        out["image"] = timed(lambda: net.image(aug), repeats) - out["spectrogram"]
-        image = net.image(aug).detach()
-        out["backbone"] = timed(lambda: net.backbone(image).sum().backward(), repeats)
-    elif hasattr(net, "gru"):  # ResNet1DGRU
-        out["conv"] = timed(lambda: net.blocks(_stem(net, aug["eeg"])).sum().backward(), repeats)
-        feats = net.blocks(_stem(net, aug["eeg"])).detach().requires_grad_()
-
-        def gru() -> None:
-            h, _ = net.gru(feats.transpose(1, 2))
-            net.head(net.pool(h)).sum().backward()
-
-        out["gru"] = timed(gru, repeats)
-    elif hasattr(net, "features"):  # FeatureGBM: no gradient step, only its features
-        out["features"] = timed(lambda: net.features(aug["eeg"]), repeats)
+    out["encode"] = timed(lambda: net.encode(aug), repeats)
+    if net.one_pass:  # fitted once on its features: no gradient step to time
         return out
+    encoded = net.encode(aug).detach()
+    out["body"] = timed(lambda: net.body(encoded).sum().backward(), repeats)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     for p in params:
@@ -110,24 +98,14 @@ def profile(model: str, overrides: list[str], repeats: int) -> dict[str, float]:
     return out
 
 
-def _stem(net, eeg: torch.Tensor) -> torch.Tensor:
-    """The ResNet1D-GRU's input scaling, pooling and multi-kernel stem (``features`` up to the
-    blocks)."""
-    x = eeg.float() * net.input_scale
-    if net.downsample > 1:
-        x = torch.nn.functional.avg_pool1d(x, net.downsample)
-    return torch.relu(net.stem_bn(torch.cat([conv(x) for conv in net.stem], dim=1)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["effnet_b0", "resnet1d_gru"])
+    parser.add_argument("--models", nargs="+", default=model_names())
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.overrides}")
-    keys = ["load", "augment", "spectrogram", "image", "backbone", "conv", "gru", "features"]
-    keys += ["optimizer", "step"]
+    keys = ["load", "augment", "encode", "body", "optimizer", "step"]
     print(f"| model | batch | {' | '.join(keys)} | samples/s (step) |")
     print("| --- | ---: |" + " ---: |" * (len(keys) + 1))
     for model in args.models:

@@ -94,7 +94,12 @@ def test_effnet_b0_default_at_real_size() -> None:
 
 
 def test_multispec_default_at_real_size() -> None:
-    model = SpecCNN(backbone="efficientnet_b0", views=["kaggle", "eeg"], map_size=[128, 256])
+    model = SpecCNN(
+        backbone="efficientnet_b0",
+        views=["kaggle", "eeg"],
+        map_size=[128, 256],
+        montage="double_banana_midline",
+    )
     assert model.inputs == ("spec", "eeg")
     batch = make_batch(2, n_channels=18)
     assert model.image(batch).shape == (2, 1, 512, 512)

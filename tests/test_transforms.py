@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hms.constants import CHAINS, SAMPLE_RATE, SPEC_REGIONS
-from hms.data.montage import bipolar_flip_index, bipolar_pairs
+from hms.data.montage import bipolar_flip_index, bipolar_pairs, montage_name
 from hms.transforms import (
     Augment,
     ChannelDropout,
@@ -32,6 +32,11 @@ T = 10_000
 def chain_channels(chain: str, midline: bool = False) -> list[int]:
     pairs = bipolar_pairs(midline)
     return [pairs.index(p) for p in CHAINS[chain]]
+
+
+def double_banana(n_channels: int) -> str:
+    """The double banana's montage name for 16 or 18 channels."""
+    return montage_name(n_channels == 18)
 
 
 def noise_eeg(b: int = 2, c: int = 16, seed: int = 0) -> torch.Tensor:
@@ -74,7 +79,7 @@ def test_tile_puts_maps_row_by_row() -> None:
 @pytest.mark.parametrize("layout", ["stack", "tile", "channels"])
 @pytest.mark.parametrize(("n_channels", "midline"), [(16, False), (18, False), (18, True)])
 def test_eeg_spectrogram_shapes(layout: str, n_channels: int, midline: bool) -> None:
-    spec = EEGSpectrogram(layout=layout, midline=midline)
+    spec = EEGSpectrogram(layout=layout, midline=midline, montage=double_banana(n_channels))
     image = spec(noise_eeg(2, n_channels))
     m = 5 if midline else 4
     expected = {
@@ -87,10 +92,12 @@ def test_eeg_spectrogram_shapes(layout: str, n_channels: int, midline: bool) -> 
 
 
 def test_eeg_spectrogram_rejects_bad_channel_counts() -> None:
-    with pytest.raises(ValueError, match="16 or 18"):
+    with pytest.raises(ValueError, match="16 channels of montage 'double_banana'"):
         EEGSpectrogram()(torch.zeros(1, 20, T))
-    with pytest.raises(ValueError, match="18-channel"):
+    with pytest.raises(ValueError, match="18 channels of montage 'double_banana_midline'"):
         EEGSpectrogram(midline=True)(torch.zeros(1, 16, T))
+    with pytest.raises(ValueError, match="midline chain"):
+        EEGSpectrogram(midline=True, montage="double_banana")
 
 
 def _band_frequencies(spec: EEGSpectrogram) -> torch.Tensor:
@@ -109,7 +116,7 @@ def test_sine_in_ll_shows_at_7hz_in_ll_only(kind: str, n_channels: int) -> None:
     eeg = noise_eeg(1, n_channels) * 0.01
     t = torch.arange(T) / SAMPLE_RATE
     eeg[0, chain_channels("LL")] += 50 * torch.sin(2 * math.pi * 7.0 * t)
-    spec = EEGSpectrogram(kind=kind, layout="channels")
+    spec = EEGSpectrogram(kind=kind, layout="channels", montage=double_banana(n_channels))
     maps = spec.maps(eeg)[0]  # (4, F, W): LL, LP, RP, RL
     profile = maps.mean(dim=-1)  # mean log power per frequency row
     freqs = _band_frequencies(spec)
@@ -124,10 +131,11 @@ def test_sine_in_ll_shows_at_7hz_in_ll_only(kind: str, n_channels: int) -> None:
 def test_eeg_image_of_flipped_batch_is_mirrored_image(
     layout: str, n_channels: int, midline: bool
 ) -> None:
+    montage = double_banana(n_channels)
     spec = EEGSpectrogram(layout=layout, midline=midline, n_mels=32, hop_length=156)
     eeg = noise_eeg(2, n_channels)
     eeg[:, chain_channels("LP")] *= 3  # make the hemispheres differ
-    flipped = flip_batch({"eeg": eeg})["eeg"]
+    flipped = flip_batch({"eeg": eeg}, montage)["eeg"]
     torch.testing.assert_close(spec(flipped), spec.mirror(spec(eeg)))
     assert not torch.allclose(spec(flipped), spec(eeg))
 
@@ -170,7 +178,7 @@ def test_kaggle_image_of_flipped_batch_is_mirrored_image(layout: str) -> None:
 @pytest.mark.parametrize("n_channels", [16, 18])
 def test_flip_twice_is_identity(n_channels: int) -> None:
     batch = {"eeg": noise_eeg(3, n_channels), "spec": random_spec(3), "target": torch.rand(3, 6)}
-    flip = HemisphereFlip(p=1.0).train()
+    flip = HemisphereFlip(p=1.0, montage=double_banana(n_channels)).train()
     twice = flip(flip(batch))
     for key, value in batch.items():
         torch.testing.assert_close(twice[key], value)
@@ -183,7 +191,7 @@ def test_flip_moves_left_signal_to_the_right(n_channels: int) -> None:
     left = chain_channels("LL") + chain_channels("LP")
     right = chain_channels("RL") + chain_channels("RP")
     eeg[:, left] = noise_eeg(1, len(left))
-    out = flip_batch({"eeg": eeg})["eeg"]
+    out = flip_batch({"eeg": eeg}, double_banana(n_channels))["eeg"]
     assert out[:, left].abs().sum() == 0
     flip = bipolar_flip_index(n_channels == 18)
     for ch in left:
@@ -203,7 +211,7 @@ def test_flip_swaps_kaggle_regions() -> None:
 def test_flip_mask_flips_only_selected_samples() -> None:
     batch = {"eeg": noise_eeg(4), "spec": random_spec(4)}
     mask = torch.tensor([True, False, True, False])
-    out = flip_batch(batch, mask)
+    out = flip_batch(batch, mask=mask)
     full = flip_batch(batch)
     for key in ("eeg", "spec"):
         torch.testing.assert_close(out[key][mask], full[key][mask])

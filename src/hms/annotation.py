@@ -181,8 +181,8 @@ def annotate(
     check_writable(out_dir, "annotation folder", folder=True)
     # Cheap checks first: the weights folder, the recording's channels and length.
     _, window_settings = member_settings(read_ensemble(weights_dir), weights_dir)
-    midline = any(w.midline for w in window_settings.values())
-    rec = EEGRecording(recording, midline=midline, missing=missing, unit_scale=unit_scale)
+    montages = sorted({w.montage for w in window_settings.values()})
+    rec = EEGRecording(recording, montages, missing=missing, unit_scale=unit_scale)
     starts = window_starts(rec.n_samples, step_s, rec.path)
     ensemble, members = load_members(weights_dir, dev, tta_flip, blended_only=True)
     needs_spec = any(m.needs_spec for m in members)

@@ -66,8 +66,7 @@ def _wandb_hidden() -> Iterator[None]:
 def model_code() -> tuple[type[HMSModule], Callable[..., tuple[np.ndarray, np.ndarray]]]:
     """``HMSModule`` and ``predict_loader``, imported (with timm) while wandb is hidden."""
     with _wandb_hidden():
-        from hms.models.inference import predict_loader
-        from hms.models.module import HMSModule
+        from hms.models.module import HMSModule, predict_loader
     return HMSModule, predict_loader
 
 
@@ -109,14 +108,19 @@ def resolve_precision(precision: str | int | None, device: torch.device) -> str:
 def _settings(cls: type, values: Mapping[str, Any] | None, member: str, weights_dir: Path):
     """A ``RecordingSettings`` / ``WindowSettings`` from a member's ``data`` block."""
     values = dict(values or {})
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls)} | ({"midline"} if cls is WindowSettings else set())
     unknown = sorted(set(values) - known)
     if unknown:
         raise HMSDataError(
             weights_dir / ENSEMBLE_FILE,
             f"member {member!r}: unknown {cls.__name__} settings {unknown}; known: {sorted(known)}",
         )
-    return cls(**values)
+    try:
+        return WindowSettings.from_dict(values) if cls is WindowSettings else cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise HMSDataError(
+            weights_dir / ENSEMBLE_FILE, f"member {member!r}: {cls.__name__}: {exc}"
+        ) from None
 
 
 def member_settings(
@@ -206,12 +210,15 @@ def load_member_checkpoint(
     member: str,
     device: torch.device | str = "cpu",
     tta_flip: bool | None = None,
+    window: WindowSettings | None = None,
 ) -> HMSModule:
     """Load one fold checkpoint of ``member`` onto ``device``, in eval mode.
 
     The checkpoint must be an ``HMSModule`` checkpoint of the model the ensemble names it under.
     Its network is rebuilt without downloading anything (``pretrained`` forced off: the weights
     come from the checkpoint). ``tta_flip`` (when not None) overrides the checkpoint's setting.
+    ``window``: the member's window settings (``ensemble.json``); the network's montage must be
+    theirs, and a checkpoint written before montages had names takes theirs.
     """
     import torch
 
@@ -220,8 +227,11 @@ def load_member_checkpoint(
     hparams = checkpoint_hparams(path, member)
     overrides: dict[str, Any] = {}
     net = hparams.get("net")
-    if isinstance(net, Mapping) and net.get("pretrained"):
+    net = dict(net) if isinstance(net, Mapping) else {}
+    if net.get("pretrained"):
         overrides["net"] = {**net, "pretrained": False}
+    if window is not None and "montage" not in net:
+        overrides["net"] = {**overrides.get("net", net), "montage": window.montage}
     try:
         module = module_class.load_from_checkpoint(
             path, map_location=torch.device(device), weights_only=True, **overrides
@@ -230,6 +240,12 @@ def load_member_checkpoint(
         raise HMSDataError(
             path, f"cannot rebuild the model from this checkpoint ({type(exc).__name__}: {exc})"
         ) from exc
+    if window is not None and module.net.montage != window.montage:
+        raise HMSDataError(
+            path,
+            f"the network reads montage {module.net.montage!r}, but {ENSEMBLE_FILE} gives member "
+            f"{member!r} the windows of montage {window.montage!r}",
+        )
     if tta_flip is not None:
         module.hparams.tta_flip = bool(tta_flip)
     return module.eval()
@@ -272,6 +288,7 @@ def predict_member(
     precision: str | None,
     tta_flip: bool | None = None,
     progress: bool = False,
+    window: WindowSettings | None = None,
 ) -> np.ndarray:
     """``member``'s prediction (n_rows, 6) over a loader: its fold checkpoints loaded one at a
     time (a single one on the device), the mean of their probabilities, in dataset order."""
@@ -279,7 +296,7 @@ def predict_member(
 
     folds = []
     for k, path in enumerate(checkpoints):
-        module = load_member_checkpoint(path, member, device, tta_flip)
+        module = load_member_checkpoint(path, member, device, tta_flip, window)
         desc = f"{member} {k + 1}/{len(checkpoints)}"
         folds.append(_fold_probs(module, loader, n_rows, device, precision, path, progress, desc))
         del module
@@ -334,6 +351,6 @@ def load_members(
     for m in ensemble.members:
         if blended_only and ensemble.weights[m] <= 0:
             continue
-        modules = [load_member_checkpoint(p, m, device, tta_flip) for p in paths[m]]
+        modules = [load_member_checkpoint(p, m, device, tta_flip, window[m]) for p in paths[m]]
         members.append(LoadedMember(m, modules, recording[m], window[m]))
     return ensemble, members

@@ -315,7 +315,7 @@ def predict_sample(sample: dict, weights_dir: str | Path) -> tuple[np.ndarray, d
     for m in members:
         inputs = sample_inputs(sample, m.recording, m.window)
         per_member[m.name] = m.predict_batch(inputs)[0]
-        if image_model is None and hasattr(m.modules[0].net, "image"):
+        if image_model is None and m.modules[0].net.image(inputs) is not None:
             image_model = (m.name, m.modules[0].net, inputs)
     probs = ensemble.blend({m: per_member[m][None] for m in ensemble.members})[0]
     return probs, per_member, image_model

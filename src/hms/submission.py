@@ -184,8 +184,9 @@ def predict(
                 pin_memory=dev.type == "cuda",
             )
             member_probs[member] = predict_member(
-                member, checkpoints[member], loader, len(test), dev, prec, tta_flip, progress
-            )
+                member, checkpoints[member], loader, len(test), dev, prec, tta_flip, progress,
+                window[member],
+            )  # fmt: skip
     probs = ensemble.blend(member_probs)
 
     frame = pd.DataFrame({"eeg_id": test["eeg_id"].to_numpy(np.int64)})

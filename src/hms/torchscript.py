@@ -10,11 +10,11 @@ Kaggle notebook can run the ensemble with ``torch`` alone::
                                  inputs it reads and the preprocessing settings of its training
         <member>/fold<k>.pt      torch.jit.load(...)(eeg, spec) -> (B, 6) probabilities
 
-Inputs are what ``hms.data.dataset.CacheDataset`` serves: ``eeg`` (B, 16|18, 10000) filtered
-bipolar microvolts and ``spec`` (B, 300, 400) Kaggle spectrogram rows. ``load_export`` and
-``predict_export`` below load and blend them (the fold mean and blend of ``hms.predict``:
-``hms.inference.fold_mean``, ``hms.blend.blend_members``; the TorchScript files themselves need
-torch alone). The checkpoints are loaded as ``hms.predict`` loads them
+Inputs are what ``hms.data.dataset.CacheDataset`` serves: ``eeg`` (B, channels, 10000) filtered
+derivations of the member's montage in microvolts and ``spec`` (B, 300, 400) Kaggle spectrogram
+rows. ``load_export`` and ``predict_export`` below load and blend them (the fold mean and blend of
+``hms.predict``: ``hms.inference.fold_mean``, ``hms.blend.blend_members``; the TorchScript files
+themselves need torch alone). The checkpoints are loaded as ``hms.predict`` loads them
 (``hms.inference.load_member_checkpoint``), and the probabilities are ``HMSModule``'s
 (``hms.models.module.probabilities``). Export checks each traced module against the checkpoint
 on an example batch and refuses a mismatch.
@@ -34,8 +34,10 @@ from torch import Tensor, nn
 from hms.blend import blend_members, read_ensemble
 from hms.constants import SPEC_WINDOW_ROWS, WINDOW_SAMPLES
 from hms.data.io import atomic_dir, check_writable
+from hms.data.montage import get_montage
 from hms.errors import HMSDataError
-from hms.inference import checkpoint_paths, fold_mean, load_member_checkpoint
+from hms.inference import checkpoint_paths, fold_mean, load_member_checkpoint, member_settings
+from hms.models.base import HMSNet
 from hms.models.module import probabilities
 
 EXPORT_FILE = "export.json"
@@ -46,13 +48,14 @@ class ProbabilityModel(nn.Module):
     computes (softmax, averaged with the left/right mirror when ``tta_flip``), without Lightning.
     """
 
-    def __init__(self, net: nn.Module, tta_flip: bool) -> None:
+    def __init__(self, net: HMSNet, tta_flip: bool) -> None:
         super().__init__()
         self.net = net.eval()
         self.tta_flip = bool(tta_flip)
 
     def forward(self, eeg: Tensor, spec: Tensor) -> Tensor:
-        return probabilities(self.net, {"eeg": eeg, "spec": spec}, self.tta_flip)
+        batch = {"eeg": eeg, "spec": spec}
+        return probabilities(self.net, batch, self.tta_flip, self.net.montage)
 
 
 def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> Path:
@@ -72,18 +75,18 @@ def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 
                 "an empty or new folder",
             )
     ensemble = read_ensemble(weights_dir)
+    _, windows = member_settings(ensemble, weights_dir)
     paths = checkpoint_paths(ensemble, weights_dir)
     members: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
         for name in ensemble.members:
             files, inputs = [], None
-            midline = bool(ensemble.data.get(name, {}).get("window", {}).get("midline", False))
-            channels = 18 if midline else 16
+            montage = get_montage(windows[name].montage)
             gen = torch.Generator().manual_seed(0)
-            eeg = 30 * torch.randn(2, channels, WINDOW_SAMPLES, generator=gen)
+            eeg = 30 * torch.randn(2, montage.n_channels, WINDOW_SAMPLES, generator=gen)
             kaggle = torch.rand(2, SPEC_WINDOW_ROWS, 400, generator=gen) * 10
             for path in paths[name]:
-                module = load_member_checkpoint(path, name, "cpu")
+                module = load_member_checkpoint(path, name, "cpu", window=windows[name])
                 wrapped = ProbabilityModel(module.net, module.hparams.tta_flip)
                 with torch.no_grad():
                     expected = module.predict_proba({"eeg": eeg, "spec": kaggle})
@@ -107,7 +110,10 @@ def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 
             "weights": ensemble.weights,
             "bias": ensemble.bias,
             "members": members,
-            "input_shapes": {"eeg": ["B", "16|18", WINDOW_SAMPLES], "spec": ["B", 300, 400]},
+            "input_shapes": {
+                "eeg": ["B", "channels of the member's montage", WINDOW_SAMPLES],
+                "spec": ["B", 300, 400],
+            },
         }
         (tmp / EXPORT_FILE).write_text(json.dumps(manifest, indent=2))
     return out_dir

@@ -48,7 +48,7 @@ class HMSDataModule(pl.LightningDataModule):
         self.cache_dir = str(cache_dir)
         self.fold = int(fold)
         self.recording = RecordingSettings(**(recording or {}))
-        self.window = WindowSettings(**(window or {}))
+        self.window = WindowSettings.from_dict(window)
         folds = folds or {}
         self.n_folds = int(folds.get("n_folds", 5))
         self.fold_seed = int(folds.get("seed", 42))

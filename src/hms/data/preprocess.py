@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
-from hms.data.montage import apply_montage
+from hms.data.montage import DEFAULT_MONTAGE, get_montage, montage_name
 from hms.data.signal import ChannelQuality, bandpass, fill_nonfinite
 
 
@@ -40,9 +42,23 @@ class RecordingSettings:
 class WindowSettings:
     """Per-window settings, applied at load time (no cache rebuild needed)."""
 
-    midline: bool = False  # 16 double-banana derivations, or 18 with Fz-Cz, Cz-Pz
+    montage: str = DEFAULT_MONTAGE  # a name of the registry in hms.data.montage
     clip_uv: float | None = 1024.0
     scale: float = 1.0  # multiply the clipped µV by this
+
+    def __post_init__(self) -> None:
+        get_montage(self.montage)  # an unknown name fails here, with the known ones
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> WindowSettings:
+        """From a config's or a manifest's ``window`` block; the ``midline`` flag of files
+        written before montages had names reads as the double banana with or without its
+        midline chain."""
+        values = dict(values or {})
+        if "midline" in values:
+            midline = values.pop("midline")
+            values.setdefault("montage", montage_name(bool(midline)))
+        return cls(**values)
 
 
 def preprocess_recording(
@@ -86,7 +102,9 @@ def filtered_as_stored(raw: np.ndarray, settings: RecordingSettings | None = Non
 def window_to_bipolar(window: np.ndarray, settings: WindowSettings | None = None) -> np.ndarray:
     """Filtered referential window (time, 20) -> model input (channels, time) float32."""
     settings = settings or WindowSettings()
-    bip = apply_montage(np.asarray(window, dtype=np.float32), settings.midline, settings.clip_uv)
+    bip = get_montage(settings.montage).apply(
+        np.asarray(window, dtype=np.float32), settings.clip_uv
+    )
     if settings.scale != 1.0:
         bip = bip * np.float32(settings.scale)
     return np.ascontiguousarray(bip.T)

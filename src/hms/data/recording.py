@@ -11,7 +11,8 @@ Channel names: case-insensitive; a leading ``EEG`` and a reference suffix (``-RE
 any channel whose name holds ``ECG`` or ``EKG`` is the EKG lead. A name that is a derivation
 between two electrodes (``Fp1-F7``) is not a referential channel and is ignored.
 
-Missing electrodes: those the montage needs are an error that lists them, unless
+Missing electrodes: those the montages need (the members' ``hms.data.montage`` entries) are an
+error that lists them, unless
 ``missing="interpolate"``, which fills them by MNE's spherical-spline interpolation from the
 others (the recording's ``interpolated`` lists them, and the outputs flag it). Electrodes the
 montage does not use (Fz, Cz, Pz for the 16-channel double banana) and the EKG are zero when
@@ -23,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import warnings
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,7 +32,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from hms.constants import CHANNEL_INDEX, EEG_CHANNELS, SAMPLE_RATE, SCALP_CHANNELS
-from hms.data.montage import bipolar_pairs
+from hms.data.montage import DEFAULT_MONTAGE, get_montage
 from hms.errors import HMSDataError
 
 ALIASES: dict[str, str] = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6"}
@@ -80,9 +82,10 @@ def map_channels(names: list[str], path: str | Path | None = None) -> dict[str, 
     return found
 
 
-def montage_electrodes(midline: bool = False) -> tuple[str, ...]:
-    """The electrodes a bipolar montage reads (16 for the double banana, 19 with midline)."""
-    used = {e for pair in bipolar_pairs(midline) for e in pair}
+def montage_electrodes(montages: Sequence[str] = (DEFAULT_MONTAGE,)) -> tuple[str, ...]:
+    """The electrodes the montages read together (16 for the double banana, 19 with its
+    midline chain or for the average reference)."""
+    used = {e for name in montages for e in get_montage(name).electrodes}
     return tuple(c for c in SCALP_CHANNELS if c in used)
 
 
@@ -122,7 +125,7 @@ class EEGRecording:
     def __init__(
         self,
         path: str | Path,
-        midline: bool = False,
+        montages: Sequence[str] = (DEFAULT_MONTAGE,),
         missing: str = "error",
         unit_scale: float | None = None,
     ) -> None:
@@ -144,7 +147,7 @@ class EEGRecording:
         self.sfreq = float(raw.info["sfreq"])
         self.channel_names = list(raw.ch_names)
         found = map_channels(self.channel_names, self.path)
-        needed = montage_electrodes(midline)
+        needed = montage_electrodes(montages)
         absent = [c for c in needed if c not in found]
         if absent and missing == "error":
             raise HMSDataError(

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hms.constants import CHAIN_NAMES, N_CLASSES, SAMPLE_RATE, WINDOW_SAMPLES
+from hms.data.montage import DEFAULT_MONTAGE, get_montage
+from hms.models.base import OnePassNet
 from hms.models.losses import vote_weights
 from hms.transforms.augment import flip_batch
 
@@ -73,11 +75,6 @@ def _standardise(x: Tensor) -> Tensor:
     return x / (x.std(dim=-1, keepdim=True) + _EPS)
 
 
-def _chains(x: Tensor) -> Tensor:
-    """(B, 16, ...) per derivation -> (B, 4, ...) mean over the four derivations of each chain."""
-    return x.unflatten(1, (len(CHAIN_NAMES), -1)).mean(dim=2)
-
-
 def _autocorr_peak(x: Tensor, fs: float, min_s: float, max_s: float) -> tuple[Tensor, Tensor]:
     """Peak of the normalised autocorrelation of (..., T) sampled at ``fs`` over lags
     [min_s, max_s] seconds: its value and its lag in seconds."""
@@ -96,10 +93,17 @@ def _corr(a: Tensor, b: Tensor) -> Tensor:
 
 
 class EEGFeatures(nn.Module):
-    """Bipolar EEG (B, 16, 10000) µV -> features (B, n_features); ``names`` lists them."""
+    """EEG derivations of ``montage`` (B, C, 10000) µV -> features (B, n_features); ``names``
+    lists them. Chain features average the derivations of each of the montage's chains
+    (``chain_index``); derivation features read the chains' channels (``lateral_channels``)."""
 
-    def __init__(self, nperseg: int = 2 * SAMPLE_RATE) -> None:
+    def __init__(self, nperseg: int = 2 * SAMPLE_RATE, montage: str = DEFAULT_MONTAGE) -> None:
         super().__init__()
+        spec = get_montage(montage)
+        self.montage, self.n_channels = spec.name, spec.n_channels
+        self.lateral = spec.lateral_channels
+        local = {c: i for i, c in enumerate(self.lateral)}
+        self.chain_index = [[local[c] for c in chain] for chain in spec.chain_index]
         self.nperseg = nperseg
         freqs = torch.fft.rfftfreq(nperseg, 1.0 / SAMPLE_RATE)
         masks = torch.stack([(freqs >= lo) & (freqs < hi) for lo, hi in BANDS]).float()
@@ -148,12 +152,21 @@ class EEGFeatures(nn.Module):
         masked = psd * self.in_range - (1 - self.in_range)  # out-of-range bins never win
         return self.freqs[masked.argmax(dim=-1)]
 
+    def _chains(self, x: Tensor) -> Tensor:
+        """(B, lateral channels, ...) per derivation -> (B, 4, ...) mean over each chain."""
+        return x[:, self.chain_index].mean(dim=2)
+
     @torch.no_grad()
     def forward(self, eeg: Tensor) -> Tensor:
         x = eeg.float()
-        if x.shape[1] < 16 or x.shape[-1] != WINDOW_SAMPLES:
-            raise ValueError(f"expected (B, 16+, {WINDOW_SAMPLES}) bipolar EEG, got {x.shape}")
-        x = x[:, :16]
+        if x.shape[1] != self.n_channels or x.shape[-1] != WINDOW_SAMPLES:
+            raise ValueError(
+                f"expected (B, {self.n_channels}, {WINDOW_SAMPLES}) EEG of montage "
+                f"{self.montage!r}, got {tuple(x.shape)}"
+            )
+        if self.lateral != list(range(x.shape[1])):
+            x = x[:, self.lateral]
+        _chains = self._chains
         sec, n = SAMPLE_RATE, x.shape[-1]
         out: list[Tensor] = []
 
@@ -210,7 +223,7 @@ class EEGFeatures(nn.Module):
             value, lag = _autocorr_peak(sig, sec / 4, 0.25, 3.0)
             out += [_chains(value), _chains(lag)]
 
-        chains = central.unflatten(1, (len(CHAIN_NAMES), -1))  # (B, 4, 4, T)
+        chains = central[:, self.chain_index]  # (B, 4, derivations per chain, T)
         env = chains.abs()
         pairs = list(zip(left, right, strict=True))
         out.append(torch.stack([_corr(chains[:, a], chains[:, b]).mean(-1) for a, b in pairs], 1))
@@ -361,7 +374,7 @@ def soft_label_rows(
     return features[row], cls, weights[row] * targets[row, cls], row
 
 
-class FeatureGBM(nn.Module):
+class FeatureGBM(OnePassNet):
     """``EEGFeatures`` + ``TreeEnsemble``: the feature baseline as a member network.
 
     Fitted once by ``fit`` (``hms.train`` calls it instead of a gradient loop); the LightGBM
@@ -389,8 +402,9 @@ class FeatureGBM(nn.Module):
         seed: int = 0,
         num_threads: int = 0,
         vote_weight: float | None = None,
+        montage: str = DEFAULT_MONTAGE,
     ) -> None:
-        super().__init__()
+        super().__init__(montage)
         self.params = {
             "objective": "multiclass",
             "num_class": N_CLASSES,
@@ -411,11 +425,14 @@ class FeatureGBM(nn.Module):
         self.valid_share, self.max_windows = valid_share, max_windows
         self.flip_augment, self.seed = flip_augment, seed
         self.vote_weight = vote_weight
-        self.features = EEGFeatures()
+        self.features = EEGFeatures(montage=self.montage)
         self.trees = TreeEnsemble(N_CLASSES)
 
-    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        return self.trees(self.features(batch["eeg"])).float()
+    def encode(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self.features(batch["eeg"])
+
+    def body(self, features: Tensor) -> Tensor:
+        return self.trees(features).float()
 
     # ------------------------------------------------------------------ fitting
 
@@ -426,7 +443,7 @@ class FeatureGBM(nn.Module):
         feats, index, target, votes = [], [], [], []
         device = self.features.band_masks.device
         for batch in batches:
-            views = [batch, flip_batch(batch)] if self.flip_augment else [batch]
+            views = [batch, flip_batch(batch, self.montage)] if self.flip_augment else [batch]
             for view in views:
                 feats.append(self.features(view["eeg"].to(device)).cpu().numpy())
                 index.append(batch["index"].numpy())

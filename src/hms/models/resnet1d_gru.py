@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hms.constants import N_CLASSES
+from hms.data.montage import DEFAULT_MONTAGE, get_montage, montage_name
+from hms.models.base import HMSNet
 from hms.models.pooling import centre_slice
 
 
@@ -44,21 +46,23 @@ class ResBlock1d(nn.Module):
         return self.pool(F.relu(y + self.shortcut(x)))
 
 
-class ResNet1DGRU(nn.Module):
-    """Bipolar EEG (B, C, T) -> 6 logits.
+class ResNet1DGRU(HMSNet):
+    """EEG derivations of ``montage`` (B, C, T) -> 6 logits.
 
     ``downsample`` average-pools the input first (2: 200 -> 100 Hz, enough for signals band-passed
     below 20 Hz); ``input_scale`` brings µV to about unit scale. Each of ``block_channels`` is a
     residual block that halves the time axis; the GRU is bidirectional. The head reads the mean
     and maximum of the GRU outputs over the window and, with ``centre_pool``, also over the
-    labelled central 10 s.
+    labelled central 10 s. ``montage`` sets the input channels; ``in_channels`` (the channel
+    count of checkpoints written before montages had names, 16 or 18 for the double banana)
+    must agree with it when given.
     """
 
     inputs = ("eeg",)
 
     def __init__(
         self,
-        in_channels: int = 16,
+        in_channels: int | None = None,
         stem_kernels: Sequence[int] = (3, 7, 15, 31),
         stem_channels: int = 16,
         block_channels: Sequence[int] = (64, 96, 128, 160, 192),
@@ -69,8 +73,17 @@ class ResNet1DGRU(nn.Module):
         downsample: int = 2,
         input_scale: float = 0.01,
         centre_pool: bool = False,
+        montage: str | None = None,
     ) -> None:
-        super().__init__()
+        if montage is None:
+            montage = montage_name(in_channels == 18) if in_channels else DEFAULT_MONTAGE
+        super().__init__(montage)
+        if in_channels is not None and in_channels != get_montage(montage).n_channels:
+            raise ValueError(
+                f"in_channels={in_channels}, but montage {montage!r} has "
+                f"{get_montage(montage).n_channels} channels"
+            )
+        in_channels = self.n_channels
         if any(k % 2 == 0 for k in stem_kernels) or block_kernel % 2 == 0:
             raise ValueError("kernel sizes must be odd, so that convolutions keep the length")
         self.in_channels, self.downsample, self.input_scale = in_channels, downsample, input_scale
@@ -97,16 +110,23 @@ class ResNet1DGRU(nn.Module):
         pooled = 4 * gru_hidden * (2 if centre_pool else 1)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled, N_CLASSES))
 
-    def features(self, eeg: Tensor) -> Tensor:
-        """(B, C, T) -> (B, T', 2 * gru_hidden) GRU outputs."""
-        if eeg.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} channels, got {eeg.shape[1]}")
+    def encode(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """The ``eeg`` input scaled to about unit size and average-pooled by ``downsample``."""
+        eeg = batch["eeg"]
+        self.check_eeg(eeg)
         x = eeg.float() * self.input_scale
         if self.downsample > 1:
             x = F.avg_pool1d(x, self.downsample)
+        return x
+
+    def stem_blocks(self, x: Tensor) -> Tensor:
+        """``encode``'s output -> the residual blocks' output (B, C', T')."""
         x = F.relu(self.stem_bn(torch.cat([conv(x) for conv in self.stem], dim=1)))
-        x = self.blocks(x)
-        out, _ = self.gru(x.transpose(1, 2))
+        return self.blocks(x)
+
+    def features(self, eeg: Tensor) -> Tensor:
+        """(B, C, T) -> (B, T', 2 * gru_hidden) GRU outputs."""
+        out, _ = self.gru(self.stem_blocks(self.encode({"eeg": eeg})).transpose(1, 2))
         return out
 
     def pool(self, h: Tensor) -> Tensor:
@@ -118,5 +138,6 @@ class ResNet1DGRU(nn.Module):
             parts += [mid.mean(dim=1), mid.amax(dim=1)]
         return torch.cat(parts, dim=1)
 
-    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        return self.head(self.pool(self.features(batch["eeg"])))
+    def body(self, x: Tensor) -> Tensor:
+        out, _ = self.gru(self.stem_blocks(x).transpose(1, 2))
+        return self.head(self.pool(out))

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hms.constants import N_CLASSES
+from hms.data.montage import montage_name
+from hms.models.base import HMSNet
 from hms.models.pooling import centre_slice
 from hms.transforms.augment import SpecMasking
 from hms.transforms.spectrogram import (
@@ -35,8 +37,12 @@ VIEW_INPUT = {"eeg": "eeg", "kaggle": "spec"}  # view name -> batch key it reads
 COMBINE_DIM = {"width": -1, "height": -2, "channels": 1}
 
 
-class SpecCNN(nn.Module):
+class SpecCNN(HMSNet):
     """Spectrogram image(s) -> timm backbone -> 6 logits.
+
+    ``montage``: that of the ``eeg`` input (``hms.data.montage``); None, in checkpoints written
+    before montages had names, is the double banana (with its midline chain when the EEG view
+    draws the midline map).
 
     ``pretrained=True`` loads timm's weights; with ``pretrained_file`` (offline Kaggle notebooks)
     they come from that local file instead, and timm adapts the first convolution to ``in_chans``
@@ -74,8 +80,11 @@ class SpecCNN(nn.Module):
         channels_last: bool = False,
         antialias: bool = True,
         centre_pool: bool = False,
+        montage: str | None = None,
     ) -> None:
-        super().__init__()
+        if montage is None:
+            montage = montage_name(bool(dict(eeg_spec or {}).get("midline", False)))
+        super().__init__(montage)
         self.views = list(views)
         self.antialias = antialias
         if (
@@ -100,7 +109,9 @@ class SpecCNN(nn.Module):
         self.centre_pool = centre_pool
 
         makers = {
-            "eeg": lambda: EEGSpectrogram(**dict(eeg_spec or {}), layout=layout),
+            "eeg": lambda: EEGSpectrogram(
+                **dict(eeg_spec or {}), layout=layout, montage=self.montage
+            ),
             "kaggle": lambda: KaggleSpectrogramImage(**dict(kaggle_spec or {}), layout=layout),
         }
         self.spectrograms = nn.ModuleDict({v: makers[v]() for v in self.views})
@@ -147,9 +158,13 @@ class SpecCNN(nn.Module):
             self.backbone.to(memory_format=torch.channels_last)
 
     @property
-    def inputs(self) -> tuple[str, ...]:
+    def inputs(self) -> tuple[str, ...]:  # type: ignore[override]
         """The batch keys this model reads."""
         return tuple(VIEW_INPUT[v] for v in self.views)
+
+    @property
+    def needs_fitting(self) -> bool:
+        return any(n.mode == "dataset" for n in self.norms.values())
 
     def raw_maps(self, batch: Mapping[str, Tensor], view: str) -> Tensor:
         """One view's maps before normalisation, resized to ``map_size``."""
@@ -182,10 +197,13 @@ class SpecCNN(nn.Module):
             image = image.contiguous(memory_format=torch.channels_last)
         return image
 
-    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+    def encode(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self.image(batch)
+
+    def body(self, image: Tensor) -> Tensor:
         if not self.centre_pool:
-            return self.backbone(self.image(batch))
-        f = self.backbone.forward_features(self.image(batch))  # (B, C, H', W'), time on W'
+            return self.backbone(image)
+        f = self.backbone.forward_features(image)  # (B, C, H', W'), time on W'
         centre = f[..., centre_slice(f.shape[-1])]
         return self.head(torch.cat([f.mean(dim=(2, 3)), centre.mean(dim=(2, 3))], dim=1))
 

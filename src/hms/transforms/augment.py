@@ -15,25 +15,34 @@ import torch
 from torch import Tensor, nn
 
 from hms.constants import SAMPLE_RATE, SPEC_REGIONS, SPEC_ROW_SECONDS
-from hms.data.montage import bipolar_flip_index
+from hms.data.montage import DEFAULT_MONTAGE, Montage, get_montage
 from hms.transforms.spectrogram import mirror_index
 
 Batch = Mapping[str, Tensor]
 _SPEC_REGION_FLIP = mirror_index(SPEC_REGIONS)  # LL<->RL, LP<->RP in the file's column order
-_EEG_FLIP = {16: bipolar_flip_index(False).tolist(), 18: bipolar_flip_index(True).tolist()}
 
 
-def flip_batch(batch: Batch, mask: Tensor | None = None) -> dict[str, Tensor]:
+def flip_batch(
+    batch: Batch, montage: str | Montage = DEFAULT_MONTAGE, mask: Tensor | None = None
+) -> dict[str, Tensor]:
     """Swaps left and right hemispheres of the samples where ``mask`` (B,) is true (all if None).
 
-    The EEG derivations are permuted with their mirrors (midline ones stay) and the Kaggle
-    spectrogram regions swap LL<->RL and LP<->RP. Labels do not change. Also usable as test-time
-    augmentation, in eval mode.
+    The EEG channels are permuted with their mirrors as ``montage`` (the montage the batch's
+    ``eeg`` is in, by name) says, midline ones staying, and the Kaggle spectrogram regions swap
+    LL<->RL and LP<->RP. Labels do not change. Also usable as test-time augmentation, in eval
+    mode. The permutation is a constant of the montage, never read from a tensor's shape, so the
+    function traces and exports as it runs.
     """
     out = dict(batch)
     if "eeg" in batch:
         eeg = batch["eeg"]
-        flipped = eeg[:, _EEG_FLIP[eeg.shape[1]]]
+        spec = get_montage(montage)
+        if eeg.shape[1] != spec.n_channels:
+            raise ValueError(
+                f"flip of montage {spec.name!r} needs {spec.n_channels} channels, got "
+                f"{eeg.shape[1]}"
+            )
+        flipped = eeg[:, spec.flip_index]
         out["eeg"] = flipped if mask is None else torch.where(mask.view(-1, 1, 1), flipped, eeg)
     if "spec" in batch:
         spec = batch["spec"]
@@ -74,18 +83,19 @@ def _batch_size(batch: Batch) -> tuple[int, torch.device]:
 
 
 class HemisphereFlip(_BatchAugment):
-    """Left/right flip of a random subset (probability ``p``) of the samples, both views at once."""
+    """Left/right flip of a random subset (probability ``p``) of the samples, both views at once;
+    ``montage`` is that of the batch's ``eeg``."""
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, montage: str = DEFAULT_MONTAGE) -> None:
         super().__init__()
-        self.p = p
+        self.p, self.montage = p, get_montage(montage).name
 
     def augment(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         b, device = _batch_size(batch)
-        return flip_batch(batch, torch.rand(b, device=device) < self.p)
+        return flip_batch(batch, self.montage, torch.rand(b, device=device) < self.p)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, montage={self.montage!r}"
 
 
 class TimeShift(_BatchAugment):
@@ -249,7 +259,8 @@ class Augment(nn.Module):
     """The batch augmentations, each switched on by its own primitive arguments (0 = off).
 
     Order: flip, time shift, gain/noise, channel dropout, mixup (last, so partners are already
-    augmented). Identity in eval mode.
+    augmented). Identity in eval mode. ``montage``: that of the batch's ``eeg`` (the flip's
+    mirror).
     """
 
     def __init__(
@@ -263,11 +274,12 @@ class Augment(nn.Module):
         channel_dropout_p: float = 0.0,
         mixup_alpha: float = 0.0,
         mixup_p: float = 0.0,
+        montage: str = DEFAULT_MONTAGE,
     ) -> None:
         super().__init__()
         steps: list[nn.Module] = []
         if flip_p > 0:
-            steps.append(HemisphereFlip(flip_p))
+            steps.append(HemisphereFlip(flip_p, montage))
         if shift_s > 0:
             steps.append(TimeShift(shift_s, shift_mode, shift_spec))
         if tuple(gain_range) != (1.0, 1.0) or noise_std > 0:

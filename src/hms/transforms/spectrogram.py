@@ -22,8 +22,8 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from hms.constants import CHAIN_NAMES, CHAINS, SAMPLE_RATE, SPEC_REGIONS
-from hms.data.montage import bipolar_pairs
+from hms.constants import CHAIN_NAMES, SAMPLE_RATE, SPEC_REGIONS
+from hms.data.montage import get_montage, montage_name
 
 LAYOUTS = ("stack", "tile", "channels")
 MIDLINE_MAP = "MID"
@@ -90,16 +90,20 @@ class _MapImage(nn.Module):
 
 
 class EEGSpectrogram(_MapImage):
-    """Bipolar EEG (B, 16|18, T) -> log spectrogram image of the four chains (and the midline).
+    """EEG derivations of ``montage`` (B, C, T) -> log spectrogram image of the four chains (and
+    the midline).
 
-    Each derivation gets its own log spectrogram, and the four of a chain are averaged (in log
-    space, as the public HMS solutions do). The defaults follow those solutions: a 128-band mel
-    spectrogram of 0-20 Hz, 1024-point FFT of 128-sample windows, hop 39 so that a 50-s window
-    gives T // hop = 256 frames (the trailing centred frame is dropped). ``kind="stft"`` keeps
-    the linear FFT bins between ``f_min`` and ``f_max`` instead. ``log="db"`` is
-    ``AmplitudeToDB`` (with ``top_db`` per sample), ``log="ln"`` is ``log(max(power, eps))``.
-    ``midline=True`` adds a fifth map, the mean of Fz-Cz and Cz-Pz (needs 18 channels); an
-    18-channel input without it just ignores the midline channels.
+    Each derivation gets its own log spectrogram, and those of a chain (the montage's
+    ``chain_index``) are averaged (in log space, as the public HMS solutions do). The defaults
+    follow those solutions: a 128-band mel spectrogram of 0-20 Hz, 1024-point FFT of 128-sample
+    windows, hop 39 so that a 50-s window gives T // hop = 256 frames (the trailing centred frame is
+    dropped). ``kind="stft"`` keeps the linear FFT bins between ``f_min`` and ``f_max`` instead.
+    ``log="db"`` is ``AmplitudeToDB`` (with ``top_db`` per sample), ``log="ln"`` is
+    ``log(max(power, eps))``.
+    ``midline=True`` adds a fifth map, the mean of the montage's midline channels (Fz-Cz and
+    Cz-Pz in ``double_banana_midline``); without it, channels outside the chains are not read.
+    ``montage=None`` (checkpoints written before montages had names) is the double banana, with
+    its midline chain when ``midline``.
     """
 
     def __init__(
@@ -117,8 +121,15 @@ class EEGSpectrogram(_MapImage):
         midline: bool = False,
         layout: str = "stack",
         sample_rate: int = SAMPLE_RATE,
+        montage: str | None = None,
     ) -> None:
         super().__init__()
+        spec = get_montage(montage if montage is not None else montage_name(midline))
+        if midline and not spec.midline:
+            raise ValueError(
+                f"midline=True needs a montage with a midline chain, not {spec.name!r}"
+            )
+        self.montage, self.n_channels = spec.name, spec.n_channels
         if kind not in ("mel", "stft"):
             raise ValueError(f"kind must be 'mel' or 'stft', got {kind!r}")
         if log not in ("db", "ln"):
@@ -147,9 +158,13 @@ class EEGSpectrogram(_MapImage):
             keep = torch.nonzero((freqs >= f_min) & (freqs <= f_max)).flatten()
             self.freq_slice = slice(int(keep[0]), int(keep[-1]) + 1)
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=top_db)
-        pairs = bipolar_pairs(midline=True)
-        chains = [[pairs.index(p) for p in CHAINS[name]] for name in CHAIN_NAMES]
+        # Only the channels of the maps are transformed: the chains', then the midline's.
+        used = spec.lateral_channels + (list(spec.midline) if midline else [])
+        self.used = used
+        local = {c: i for i, c in enumerate(used)}
+        chains = [[local[c] for c in chain] for chain in spec.chain_index]
         self.register_buffer("chain_index", torch.tensor(chains), persistent=False)
+        self.midline_index = [local[c] for c in spec.midline] if midline else []
         self.map_names = CHAIN_NAMES + ((MIDLINE_MAP,) if midline else ())
 
     @property
@@ -157,21 +172,20 @@ class EEGSpectrogram(_MapImage):
         return len(self.map_names)
 
     def maps(self, x: Tensor) -> Tensor:
-        """(B, C, T) bipolar EEG -> (B, 4|5, F, T // hop) per-chain log spectrograms."""
-        n_channels = x.shape[1]
-        if n_channels not in (16, 18):
-            raise ValueError(f"expected 16 or 18 bipolar channels, got {n_channels}")
-        if self.midline and n_channels != 18:
-            raise ValueError("midline=True needs the 18-channel montage (WindowSettings.midline)")
-        if not self.midline:
-            x = x[:, :16]
+        """(B, C, T) EEG of the montage -> (B, 4|5, F, T // hop) per-chain log spectrograms."""
+        if x.shape[1] != self.n_channels:
+            raise ValueError(
+                f"expected {self.n_channels} channels of montage {self.montage!r}, got {x.shape[1]}"
+            )
+        if self.used != list(range(x.shape[1])):
+            x = x[:, self.used]
         n_frames = x.shape[-1] // self.hop_length
         with torch.autocast(device_type=x.device.type, enabled=False):
             power = self.spectrogram(x.float())[..., self.freq_slice, :n_frames]
             logp = self.to_db(power) if self.log == "db" else power.clamp_min(self.eps).log()
         maps = logp[:, self.chain_index].mean(dim=2)  # (B, 4, F, W)
         if self.midline:
-            maps = torch.cat([maps, logp[:, 16:18].mean(dim=1, keepdim=True)], dim=1)
+            maps = torch.cat([maps, logp[:, self.midline_index].mean(dim=1, keepdim=True)], dim=1)
         return maps
 
 
