@@ -32,11 +32,23 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from hms.cli import conf_dir
-from hms.models.inference import autocast_for
+from hms.cli import conf_dir, model_names
 from hms.models.losses import kl_loss
+from hms.models.module import autocast_for, net_class_from
 
-MODELS = ("effnet_b0", "resnet1d_gru", "multispec_b0", "multispec_b1")
+
+def gradient_models() -> list[str]:
+    """Every ``conf/model/*.yaml`` trained by gradient steps (one-pass members have no step)."""
+    names = []
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        for name in model_names():
+            cfg = compose("train", overrides=[f"model={name}"])
+            if not net_class_from(cfg.model.net_class).one_pass:
+                names.append(name)
+    return names
+
+
+MODELS = gradient_models()
 
 
 def _sync(device: torch.device) -> None:
@@ -122,8 +134,7 @@ def run(model: str, args: argparse.Namespace) -> dict:
         module.net.to(memory_format=torch.channels_last)
     if cfg.compile:
         module.net = torch.compile(module.net)
-    norms = getattr(module.net, "norms", {})
-    if any(getattr(n, "mode", "") == "dataset" for n in norms.values()):
+    if module.net.needs_fitting:
         module.net.fit_normalization([_to(next(iter(loader)), device)])
 
     data_rate, first = bench_data(loader, args.data_batches)
@@ -132,14 +143,12 @@ def run(model: str, args: argparse.Namespace) -> dict:
     model_rate = bench_model(module, first, device, precision, args.steps, args.warmup)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     train_rate = bench_train(module, loader, device, precision, args.steps)
-    image = None
-    if hasattr(module.net, "image"):
-        with torch.no_grad():
-            image = list(module.net.image(_to(first, device)).shape[1:])
+    with torch.no_grad():
+        encoded = module.net.encode(_to(first, device))
     return {
         "model": model,
         "batch_size": int(cfg.data.batch_size),
-        "input": image or list(first["eeg"].shape[1:]),
+        "input": list(encoded.shape[1:]),
         "num_workers": int(cfg.data.num_workers),
         "precision": precision if device.type == "cuda" else "32-true",
         "channels_last": bool(cfg.channels_last and device.type == "cuda"),

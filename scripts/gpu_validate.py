@@ -180,7 +180,7 @@ def step_throughput(plan: Plan) -> dict[str, Any]:
         settings = [({}, ["experiment=tiny", "data.num_workers=0"])]
         timing = ["--steps", "1", "--warmup", "0", "--data-batches", "2", "--batch-size", "4"]
     else:
-        gpu = ["trainer=gpu", f"data.num_workers={plan.args.loader_workers}"]
+        gpu = ["trainer=gpu", "channels_last=true", f"data.num_workers={plan.args.loader_workers}"]
         settings = [({"compile": False}, gpu), ({"compile": True}, [*gpu, "compile=true"])]
         timing = ["--steps", "20", "--warmup", "5", "--data-batches", "40"]
         timing += ["--batch-size", str(plan.args.batch_size)]

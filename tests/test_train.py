@@ -22,9 +22,8 @@ from hms.data.datamodule import HMSDataModule
 from hms.data.labels import TARGET_COLUMNS
 from hms.errors import HMSDataError
 from hms.metrics import kl_divergence
-from hms.models.inference import predict_loader
 from hms.models.losses import kl_loss
-from hms.models.module import HMSModule
+from hms.models.module import HMSModule, predict_loader
 from hms.training import train
 
 MODELS = ("effnet_b0", "resnet1d_gru", "multispec_b0", "multispec_b1")
@@ -187,15 +186,15 @@ def test_a_refused_rerun_keeps_the_finished_run_and_a_second_run_is_locked_out(
     record, why = runs.read_record(run_dir)
     assert record is not None and record["config_sha256"] == runs.config_digest(cfg), why
     # hms.pipeline reuses it for the same config only (display and logging keys aside).
-    from hms.pipeline import _finished
+    from hms.workflow import finished
 
-    assert _finished(cfg)
+    assert finished(cfg)
     shown = cfg.copy()
     shown.trainer.enable_progress_bar = True
-    assert _finished(shown)
+    assert finished(shown)
     other = cfg.copy()
     other.seed = 7
-    assert not _finished(other)
+    assert not finished(other)
     # A re-run refused for its settings or data (here: more folds than patients) leaves the
     # finished run as it was; one that gets past its checks removes the old outputs before it
     # trains (tests/test_faults.py kills such re-runs and finds nothing of the old run).
@@ -324,9 +323,9 @@ def test_short_training_lowers_the_training_loss(model, tiny, tmp_path, shared_c
     fold bring the epoch-mean training KL well below where the first epochs start."""
     root, _ = tiny
     cfg = compose_train(
-        tmp_path, root, f"model={model}", f"model_scale=demo_{model}",
+        tmp_path, root, f"model={model}", "scale=demo",
         f"paths.cache_dir={shared_cache}", "stage1.epochs=30", "stage1.monitor=null",
-        "stage2.enabled=false", "data.batch_size=8", "model.lr=3e-3",
+        "stage2.enabled=false", "data.batch_size=8", "optimizer.lr=3e-3",
     )  # fmt: skip
     train(cfg)
     logs = pd.read_csv(next(Path(cfg.run_dir).glob("logs/version_*/metrics.csv")))

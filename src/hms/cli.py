@@ -30,6 +30,12 @@ def conf_dir() -> Path:
     raise FileNotFoundError(f"hms configs not found in {packaged} or {repo}")
 
 
+def model_names() -> list[str]:
+    """Every model config (``conf/model/*.yaml``): what tests and scripts run over, so that a
+    new family is covered by adding its file."""
+    return sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
+
+
 def _reported(exc: BaseException, config_name: str) -> tuple[int, str] | None:
     """``(exit status, one-line message)`` for the errors a command reports without a
     traceback, or None for any other exception (a bug: its traceback is wanted).

@@ -50,8 +50,7 @@ from hms.data.io import atomic_path, write_parquet
 from hms.data.labels import TARGET_COLUMNS
 from hms.errors import HMSDataError
 from hms.metrics import kl_summary
-from hms.models.inference import predict_loader
-from hms.models.module import HMSModule
+from hms.models.module import HMSModule, predict_loader
 from hms.report import ensemble_report
 
 STAGES = runs.STAGE_DIRS
@@ -239,8 +238,8 @@ def _fit_stage(
 
 
 def _fit_one_pass(module: HMSModule, dm: HMSDataModule, metrics: dict[str, Any]) -> Fitted:
-    """A member fitted in one pass over the training windows instead of by gradient steps (the
-    feature baseline: its net has ``collect`` and ``fit``); its fit report goes to metrics."""
+    """A member fitted in one pass over the training windows instead of by gradient steps (an
+    ``OnePassNet``, the feature baseline); its fit report goes to metrics."""
     t0 = time.perf_counter()
     data = module.net.collect(dm.fit_dataloader(int(module.net.max_windows)))
     metrics["fit"] = module.net.fit(data, dm.patient_of_sample)
@@ -339,11 +338,26 @@ def _build(cfg: DictConfig) -> tuple[HMSModule, HMSDataModule]:
 
 
 def _fit_normalization(module: HMSModule, dm: HMSDataModule, targets: np.ndarray | None) -> None:
-    """Dataset normalisation (``norm: dataset``) learns the training fold's statistics first."""
-    norms = getattr(module.net, "norms", {})
-    if any(getattr(n, "mode", "") == "dataset" for n in norms.values()):
+    """A network with statistics to learn (``needs_fitting``: e.g. ``norm: dataset``) learns the
+    training fold's first."""
+    if module.net.needs_fitting:
         dm.set_stage(1, targets)  # statistics of the training fold, without augmentation
         module.net.fit_normalization(dm.statistics_dataloader())
+
+
+def check_config(cfg: DictConfig) -> None:
+    """What a composed training config must hold before any work: a recipe that sizes every
+    model (its ``scale``) must have sized this one (``conf/model_scale/<scale>/<model>.yaml``),
+    instead of training it at the seed's full size without a word; refinement needs its
+    source."""
+    if OmegaConf.is_missing(cfg, "model_scale"):
+        raise HMSDataError(
+            None,
+            f"experiment {cfg.experiment_name!r} sizes each model in conf/model_scale/<its "
+            f"scale>/<model>.yaml, and model {cfg.model.name!r} has no such file: add one that "
+            "sets model_scale: <scale>/<model> and what the recipe changes of conf/model/",
+        )
+    _check_refine(cfg)
 
 
 def _check_refine(cfg: DictConfig) -> None:
@@ -367,7 +381,7 @@ def _check_refine(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one (experiment, model, fold); returns the content of ``metrics.json``. The run
     folder is locked while it works (rank 0): a second run of the same folder is refused."""
-    _check_refine(cfg)
+    check_config(cfg)
     resume = _resume_stage(cfg.ckpt_path)
     if rank_zero_only.rank != 0:
         return _train(cfg, resume)
@@ -413,7 +427,7 @@ def _train(cfg: DictConfig, resume: str | None) -> dict[str, Any]:
         targets = refined_targets(dm, Path(cfg.refine.source), float(cfg.refine.alpha))
     run_dir = _start_run(cfg, resume)  # checks passed: from here on the folder is this run's
 
-    one_pass = callable(getattr(module.net, "fit", None))  # no Trainer, a single stage
+    one_pass = module.net.one_pass  # no Trainer, a single stage
     stages = [s for s in STAGES if s == "stage1" or (cfg.stage2.enabled and not one_pass)]
     metrics_path = run_dir / "metrics.json"
     metrics: dict[str, Any] = {
