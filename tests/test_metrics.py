@@ -11,8 +11,13 @@ import pytest
 
 from hms.constants import VOTE_COLUMNS
 from hms.errors import HMSDataError
-from hms.metrics import kl_divergence, prior_prediction, score_frames, uniform_prediction
-from hms.score import score_files
+from hms.metrics import (
+    kl_divergence,
+    prior_prediction,
+    score_files,
+    score_frames,
+    uniform_prediction,
+)
 
 
 def kaggle_reference(solution: pd.DataFrame, submission: pd.DataFrame) -> float:

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
 from hms.errors import HMSDataError
 from hms.metrics import kl_divergence
-from hms.pipeline import ensure_data
 from hms.synth.generate import PARTIAL_NAME
+from hms.workflow import ensure_data
 
 
 @pytest.mark.slow

@@ -45,6 +45,12 @@ from hms.errors import HMSDataError, check_choice
 from hms.metrics import kl_per_row, kl_summary
 from hms.report import ensemble_report
 
+# The keys of the table's rows other than the members' (whose key is the member's name).
+ROW_CONFIGURED, ROW_FITTED, ROW_FITTED_CV, ROW_UNIFORM = (
+    "blend:configured", "blend:fitted", "blend:fitted_cv", "uniform",
+)  # fmt: skip
+BLEND_ROWS = {"configured": ROW_CONFIGURED, "fitted": ROW_FITTED}  # by the ``use`` setting
+
 _KEYS = ["sample_id", "eeg_id", "patient_id", "fold"]
 
 
@@ -294,20 +300,27 @@ def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
     cv_probs = fold_cv_blend(in_blend, targets, fold_of, space, fit_bias)
     table = []
     for m, b in zip(members, blended, strict=True):
-        row = {"name": m.name, **scores(targets, m.probs, n_votes)}
+        row = {"key": m.name, "name": m.name, **scores(targets, m.probs, n_votes)}
         if not b:
             row["reference"] = True
         table.append(row)
     configured_probs = blend(probs, configured, space)
     table.append(
-        {"name": f"blend: configured ({ecfg.name})", **scores(targets, configured_probs, n_votes)}
-    )
+        {"key": ROW_CONFIGURED, "name": f"blend: configured ({ecfg.name})",
+         **scores(targets, configured_probs, n_votes)}
+    )  # fmt: skip
     fitted_probs = blend(probs, fitted_w, space, fitted_bias)
-    table.append({"name": "blend: fitted, in-sample", **scores(targets, fitted_probs, n_votes)})
+    table.append(
+        {"key": ROW_FITTED, "name": "blend: fitted, in-sample",
+         **scores(targets, fitted_probs, n_votes)}
+    )  # fmt: skip
     if cv_probs is not None:
-        table.append({"name": "blend: fitted, CV by fold", **scores(targets, cv_probs, n_votes)})
+        table.append(
+            {"key": ROW_FITTED_CV, "name": "blend: fitted, CV by fold",
+             **scores(targets, cv_probs, n_votes)}
+        )  # fmt: skip
     uniform = np.full_like(targets, 1.0 / N_CLASSES)
-    table.append({"name": "uniform", **scores(targets, uniform, n_votes)})
+    table.append({"key": ROW_UNIFORM, "name": "uniform", **scores(targets, uniform, n_votes)})
 
     use = str(cfg.use)
     weights = configured if use == "configured" else fitted_w

@@ -7,19 +7,22 @@ and the rows are averaged. Submissions whose rows do not sum to one are refused,
 
 ``kl_summary`` is the one summary every score uses (validation, out-of-fold, ensemble table,
 test, report): the KL over all rows and over the high-agreement rows (``HQ_VOTES`` or more
-votes). ``score_submission`` and ``bayes_floor`` score data frames by id, for ``hms.score`` and
-the pipeline.
+votes). ``score_submission`` and ``bayes_floor`` score data frames by id, and ``score_files``
+CSV files (``hms.score``), for the commands and the pipeline.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hms.constants import HQ_VOTES, N_CLASSES, VOTE_COLUMNS
-from hms.data.io import check_unique
+from hms.data.io import check_unique, read_csv_checked
 from hms.errors import HMSDataError
 
 EPSILON = 1e-15
@@ -181,3 +184,38 @@ def bayes_floor(
     _, votes, lat = align(solution, latent, id_column)
     floor = kl_summary(votes, lat / lat.sum(axis=1, keepdims=True))
     return {"bayes_floor": floor.kl, "bayes_floor_hq": floor.kl_hq}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _read(path: str | Path, what: str) -> pd.DataFrame:
+    return read_csv_checked(path, (), f"{what} file")  # columns are checked when aligning
+
+
+@contextlib.contextmanager
+def _blamed_on(path: str | Path) -> Iterator[None]:
+    """A problem found while scoring is reported as a problem of the file ``path``."""
+    try:
+        yield
+    except (HMSDataError, ValueError) as exc:
+        problem = exc.problem if isinstance(exc, HMSDataError) else str(exc)
+        raise HMSDataError(path, problem) from exc
+
+
+def score_files(
+    submission: str | Path,
+    solution: str | Path,
+    latent: str | Path | None = None,
+    id_column: str = "eeg_id",
+) -> dict[str, float]:
+    """Score CSV files; returns the report as a dict (keys as printed)."""
+    sol_df = _read(solution, "solution")
+    sub_df = _read(submission, "submission")
+    with _blamed_on(submission):
+        report = score_submission(sol_df, sub_df, id_column)
+    if latent is not None:
+        lat_df = _read(latent, "latent")
+        with _blamed_on(latent):
+            report.update(bayes_floor(sol_df, lat_df, id_column))
+    return report

@@ -1,288 +1,34 @@
 """``python -m hms.pipeline``: the whole seed solution, end to end, in one command.
 
 With no arguments it uses the built-in demo dataset (generated when absent) and the demo recipe:
-
-1. prepare the data (the cache and folds, once);
-2. train every member of the ensemble (``ensemble=seed``: effnet_b0, resnet1d_gru, multispec_b0,
-   multispec_b1) on each of ``folds`` with ``hms.train`` (two stages each); a run whose folder
-   already holds the outputs of the same resolved config is reused, not retrained;
-3. build the ensemble from the out-of-fold predictions (``hms.ensemble``);
-4. predict the test split (``hms.predict``) and write the submission;
-5. score it when the answers are known (the built-in datasets' ``test_answers.csv``),
-
+it prepares the data, trains every member of the ensemble on each fold, builds the ensemble from
+the out-of-fold predictions, predicts the test split and scores it when the answers are known,
 and prints one table: per member and for the blend, the CV KL and the test KL, beside the uniform
-score and the Bayes floor. ``experiment=...`` and ``data_dir=...`` run the same steps with another
-recipe or the real Kaggle data (``synth_preset=null``); a GPU is used when there is one.
+score and the Bayes floor (``hms.workflow`` does the work). ``experiment=...`` and
+``data_dir=...`` run the same steps with another recipe or the real Kaggle data
+(``synth_preset=null``); a GPU is used when there is one.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
-from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from hms import runs
-from hms.blend import SPACES, blend_members
 from hms.cli import hydra_main
-from hms.constants import VOTE_COLUMNS
-from hms.data.cache import fingerprint
-from hms.data.io import HMSLayout, check_writable, read_csv_checked, write_csv
-from hms.ensembling import build_ensemble, format_table
-from hms.errors import HMSDataError, check_choice
-from hms.metrics import align, bayes_floor, kl_summary, score_submission
-from hms.submission import predict
-from hms.synth import generate
-from hms.synth.generate import META_NAME, PARTIAL_NAME
-from hms.training import train
-
-
-def _trainer(cfg: DictConfig) -> str:
-    if cfg.accelerator != "auto":
-        return str(cfg.accelerator)
-    return "gpu" if torch.cuda.is_available() else "cpu"
-
-
-def _experiment() -> str:
-    """The experiment config chosen on the command line (``experiment=demo``)."""
-    return str(HydraConfig.get().runtime.choices["experiment"])
-
-
-def _ensemble() -> str:
-    return str(HydraConfig.get().runtime.choices["ensemble"])
-
-
-def _common(cfg: DictConfig) -> list[str]:
-    return [
-        f"paths.output_dir={cfg.paths.output_dir}",
-        f"paths.cache_dir={cfg.paths.cache_dir}",
-        f"experiment_name={cfg.experiment_name}",
-    ]
-
-
-def ensure_data(cfg: DictConfig) -> Path:
-    """The data folder; the built-in dataset is generated there when it is absent, or when a
-    generation was interrupted there (its ``train.csv`` alone does not make it complete). A
-    built-in dataset already there (its ``synth_meta.json``) is used only if it is the one asked
-    for (``synth_preset``, ``synth_seed``, this generator version): ``generate`` checks it."""
-    data_dir = Path(cfg.data_dir)
-    interrupted = (data_dir / PARTIAL_NAME).exists()
-    built_in = (data_dir / META_NAME).is_file()
-    if built_in and cfg.synth_preset is not None and not interrupted:
-        generate(data_dir, preset=str(cfg.synth_preset), seed=int(cfg.synth_seed), workers=2)
-        return data_dir  # the same dataset (skipped), or an error naming the one it holds
-    if (data_dir / "train.csv").is_file() and not interrupted:
-        return data_dir
-    if cfg.synth_preset is None:
-        if interrupted:
-            raise HMSDataError(
-                data_dir, "an interrupted python -m hms.synth left this folder incomplete"
-            )
-        raise HMSDataError(data_dir, "no train.csv here (give data_dir=... an HMS-layout folder)")
-    print(f"[pipeline] generating the built-in {cfg.synth_preset} dataset in {data_dir}")
-    generate(data_dir, preset=str(cfg.synth_preset), seed=int(cfg.synth_seed), workers=2)
-    return data_dir
-
-
-def train_config(cfg: DictConfig, model: str, fold: int) -> DictConfig:
-    overrides = [
-        f"experiment={_experiment()}",
-        f"model={model}",
-        f"fold={fold}",
-        f"trainer={_trainer(cfg)}",
-        f"data.data_dir={cfg.data_dir}",  # as given: the reuse check compares strings
-        *_common(cfg),
-        *cfg.train_overrides,
-    ]
-    return compose("train", overrides=overrides)
-
-
-def _finished(run_cfg: DictConfig) -> bool:
-    """The run folder holds a finished run (``hms.runs.read_record``: every output unchanged) of
-    the same resolved config, on the same train data."""
-    record, _ = runs.read_record(Path(run_cfg.run_dir))
-    if record is None or record["config_sha256"] != runs.config_digest(run_cfg):
-        return False
-    data = HMSLayout(run_cfg.data.data_dir)
-    return record["data"].get("train_inputs") == fingerprint(data, "train")
-
-
-def train_members(cfg: DictConfig, members: list[str]) -> dict[str, list[dict]]:
-    results: dict[str, list[dict]] = {m: [] for m in members}
-    for model in members:
-        for fold in cfg.folds:
-            run_cfg = train_config(cfg, model, int(fold))
-            if cfg.reuse_runs and _finished(run_cfg):
-                print(f"[pipeline] {model} fold {fold}: reusing {run_cfg.run_dir}")
-                metrics = json.loads((Path(run_cfg.run_dir) / "metrics.json").read_text())
-            else:
-                print(f"[pipeline] training {model} fold {fold} -> {run_cfg.run_dir}")
-                metrics = train(run_cfg)
-            results[model].append(metrics)
-    return results
-
-
-def _test_scores(kl: float, kl_hq: float) -> dict[str, float]:
-    return {"test": kl, "test_hq": kl_hq}
-
-
-def _member_test_scores(votes: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    summary = kl_summary(votes, probs)
-    return _test_scores(summary.kl, summary.kl_hq)
-
-
-def _check_arguments(cfg: DictConfig) -> list[str]:
-    """The members to train, and every output location checked, before any work."""
-    members = list(cfg.ensemble.members)
-    if cfg.members is not None:  # a subset of the ensemble's members, e.g. to try one model
-        unknown = sorted(set(cfg.members) - set(members))
-        if unknown or not cfg.members:
-            raise HMSDataError(
-                None, f"members={list(cfg.members)}: choose among the ensemble's {members}"
-            )
-        members = [m for m in members if m in set(cfg.members)]
-    if not cfg.folds or len(set(cfg.folds)) != len(cfg.folds):
-        raise HMSDataError(
-            None, f"folds must be a non-empty list of distinct folds, got {cfg.folds}"
-        )
-    check_choice("use", cfg.use, ("configured", "fitted"))
-    check_choice("space", cfg.space, SPACES)
-    check_writable(cfg.weights_dir, "weights folder", folder=True)
-    check_writable(cfg.submission, "submission", folder=False)
-    check_writable(cfg.scores, "scores table", folder=False)
-    check_writable(Path(cfg.paths.output_dir) / "runs", "run folders", folder=True)
-    if cfg.synth_preset is not None:
-        check_writable(cfg.data_dir, "built-in dataset", folder=True)
-    return members
-
-
-def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    members = _check_arguments(cfg)
-    data_dir = ensure_data(cfg)
-    timings: dict[str, float] = {}
-
-    t = time.perf_counter()
-    train_members(cfg, members)
-    timings["train"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    weights_dir = Path(cfg.weights_dir)
-    ens_cfg = compose(
-        "ensemble",
-        overrides=[
-            f"ensemble={_ensemble()}",
-            *_common(cfg),
-            f"folds=[{','.join(str(int(f)) for f in cfg.folds)}]",
-            f"use={cfg.use}",
-            f"space={cfg.space}",
-            f"weights_dir={weights_dir}",
-        ],
-    )
-    with open_dict(ens_cfg):
-        ens_cfg.ensemble.members = {m: ens_cfg.ensemble.members[m] for m in members}
-    summary = build_ensemble(ens_cfg)
-    print(format_table(summary))
-    timings["ensemble"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    submission_path = Path(cfg.submission)
-    result = predict(
-        test_path=data_dir,
-        weights_dir=weights_dir,
-        out=submission_path,
-        device="auto",
-        return_members=True,
-    )
-    submission, member_probs = result
-    timings["predict"] = time.perf_counter() - t
-
-    table = []
-    for row in summary["table"]:
-        entry = {"name": row["name"], "cv": row["kl"], "cv_hq": row["kl_hq"]}
-        if row.get("reference"):
-            entry["reference"] = True
-        table.append(entry)
-    report: dict[str, Any] = {
-        "experiment": _experiment(),
-        "data_dir": str(data_dir),
-        "folds": [int(f) for f in cfg.folds],
-        "weights": summary[f"{cfg.use}_weights"],
-        "submission": str(submission_path),
-        "table": table,
-    }
-    answers = data_dir / "test_answers.csv"
-    if answers.is_file():  # the scores of hms.score, and each member's and blend's
-        solution = read_csv_checked(answers, ("eeg_id", *VOTE_COLUMNS), "test answers")
-        test = score_submission(solution, submission)
-        ids, votes, _ = align(solution, submission)
-        order = pd.Index(submission["eeg_id"]).get_indexer(ids)
-        by_name = {r["name"]: r for r in table}
-        for name, probs in member_probs.items():
-            by_name.setdefault(name, {"name": name}).update(
-                _member_test_scores(votes, probs[order])
-            )
-        chosen = next(r for r in table if r["name"].startswith(f"blend: {cfg.use}"))
-        chosen.update(_test_scores(test["kl_divergence"], test["kl_divergence_hq"]))
-        configured = [r for r in table if r["name"].startswith("blend: configured")]
-        if cfg.use != "configured" and configured:
-            w = summary["configured_weights"]
-            probs = blend_members({m: member_probs[m][order] for m in w}, w, cfg.space)
-            configured[0].update(_member_test_scores(votes, probs))
-        uniform = next(r for r in table if r["name"] == "uniform")
-        uniform.update(_test_scores(test["uniform"], test["uniform_hq"]))
-        latent = data_dir / "test_latent.csv"
-        if latent.is_file():
-            lat_df = read_csv_checked(latent, ("eeg_id", *VOTE_COLUMNS), "test latent")
-            floor = {"name": "Bayes floor (latent)", "cv": np.nan, "cv_hq": np.nan}
-            lat = bayes_floor(solution, lat_df)
-            floor.update(_test_scores(lat["bayes_floor"], lat["bayes_floor_hq"]))
-            table.append(floor)
-    timings["total"] = time.perf_counter() - t0
-    report["seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    return report
-
-
-def format_report(report: dict[str, Any]) -> str:
-    lines = [
-        f"hms pipeline: experiment {report['experiment']}, data {report['data_dir']}, "
-        f"folds {report['folds']}",
-        f"{'':34s} {'weight':>7s} {'CV KL':>8s} {'CV >=10':>8s} {'test KL':>8s} {'test>=10':>8s}",
-    ]
-
-    def num(x: Any) -> str:
-        return f"{x:8.4f}" if x is not None and np.isfinite(x) else f"{'-':>8s}"
-
-    for row in report["table"]:
-        w = report["weights"].get(row["name"])
-        weight = "" if w is None else f"{w:7.3f}"
-        name = row["name"]
-        if row.get("reference"):
-            name, weight = f"{name} (reference)", "-"
-        lines.append(
-            f"{name:34s} {weight:>7s} {num(row.get('cv'))} "
-            f"{num(row.get('cv_hq'))} {num(row.get('test'))} {num(row.get('test_hq'))}"
-        )
-    s = report["seconds"]
-    lines.append(
-        f"submission: {report['submission']}  (train {s['train']:.0f} s, ensemble "
-        f"{s['ensemble']:.0f} s, predict {s['predict']:.0f} s, total {s['total']:.0f} s)"
-    )
-    return "\n".join(lines)
+from hms.data.io import write_csv
+from hms.workflow import format_report, run_pipeline
 
 
 @hydra_main("pipeline")
 def main(cfg: DictConfig) -> None:
+    choices = HydraConfig.get().runtime.choices
+    with open_dict(cfg):  # the config names chosen for this run, which the runs are composed with
+        cfg.choices = {"experiment": choices["experiment"], "ensemble": choices["ensemble"]}
     report = run_pipeline(cfg)
-    text = format_report(report)
-    print(text)
+    print(format_report(report))
     out = Path(cfg.scores)
     write_csv(pd.DataFrame(report["table"]), out)
     print(f"table: {out}")

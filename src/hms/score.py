@@ -7,50 +7,11 @@ were drawn from, which no model can beat on average. The last line is ``kl_diver
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from pathlib import Path
-
-import pandas as pd
 from omegaconf import DictConfig
 
 from hms.cli import hydra_main
 from hms.constants import HQ_VOTES
-from hms.data.io import read_csv_checked
-from hms.errors import HMSDataError
-from hms.metrics import bayes_floor, score_submission
-
-
-def _read(path: str | Path, what: str) -> pd.DataFrame:
-    return read_csv_checked(path, (), f"{what} file")  # columns are checked when aligning
-
-
-@contextlib.contextmanager
-def _blamed_on(path: str | Path) -> Iterator[None]:
-    """A problem found while scoring is reported as a problem of the file ``path``."""
-    try:
-        yield
-    except (HMSDataError, ValueError) as exc:
-        problem = exc.problem if isinstance(exc, HMSDataError) else str(exc)
-        raise HMSDataError(path, problem) from exc
-
-
-def score_files(
-    submission: str | Path,
-    solution: str | Path,
-    latent: str | Path | None = None,
-    id_column: str = "eeg_id",
-) -> dict[str, float]:
-    """Score CSV files; returns the report as a dict (keys as printed)."""
-    sol_df = _read(solution, "solution")
-    sub_df = _read(submission, "submission")
-    with _blamed_on(submission):
-        report = score_submission(sol_df, sub_df, id_column)
-    if latent is not None:
-        lat_df = _read(latent, "latent")
-        with _blamed_on(latent):
-            report.update(bayes_floor(sol_df, lat_df, id_column))
-    return report
+from hms.metrics import score_files
 
 
 def format_report(report: dict[str, float]) -> str:
