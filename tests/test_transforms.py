@@ -22,6 +22,7 @@ from hms.transforms import (
     TimeShift,
     arrange,
     flip_batch,
+    mel_filterbank,
     mirror_index,
     unarrange,
 )
@@ -100,14 +101,68 @@ def test_eeg_spectrogram_rejects_bad_channel_counts() -> None:
         EEGSpectrogram(midline=True, montage="double_banana")
 
 
+def test_mel_filterbank_is_the_seeds() -> None:
+    """The filterbank of torchaudio.functional.melscale_fbanks(129, 0, 20, 16, 200) (HTK, no
+    norm), which the seed's spectrograms used: its peak bins and band sums, read off torchaudio
+    2.11.0 (the functions agreed to the last bit there, also for 513 bins and 128 bands)."""
+    fb = mel_filterbank(129, 0.0, 20.0, 16, 200)
+    assert fb.argmax(dim=0).tolist() == [1, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16, 18, 20, 21, 23, 24]
+    sums = [
+        1.327631, 1.640362, 1.346981, 1.634413, 1.359643, 1.635112, 1.36559, 1.64234,
+        1.364923, 1.656247, 1.357576, 1.67666, 1.363359, 1.664209, 1.391567, 1.639564,
+    ]  # fmt: skip
+    torch.testing.assert_close(fb.sum(dim=0), torch.tensor(sums), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # the seed's: 1024-point FFT of 128-sample windows, hop 39, 128 mel bands
+        {"n_fft": 256, "n_mels": 16, "hop_length": 156},  # the demo's
+        {"kind": "stft", "n_fft": 256, "hop_length": 100, "win_length": 200},
+        {"n_fft": 128, "win_length": None, "n_mels": 16, "hop_length": 64},
+    ],
+)
+def test_power_is_the_stft_power(settings: dict) -> None:
+    """The strided DFT convolution gives torch.stft's power (centred frames, reflected ends,
+    periodic Hann window in the middle of the n_fft points), through the filterbank for mel."""
+    spec = EEGSpectrogram(**settings)
+    x = noise_eeg(2, 16)
+    n_fft, hop = spec.n_fft, spec.hop_length
+    win = settings.get("win_length", 128) or n_fft
+    stft = torch.stft(
+        x.reshape(-1, T).double(), n_fft, hop, win, torch.hann_window(win, dtype=torch.float64),
+        center=True, pad_mode="reflect", return_complex=True,
+    )  # fmt: skip
+    power = stft.abs().square()[..., : T // hop]
+    if spec.kind == "mel":
+        fb = mel_filterbank(n_fft // 2 + 1, 0.0, 20.0, settings.get("n_mels", 128), SAMPLE_RATE)
+        expected = torch.matmul(power.transpose(-1, -2), fb.double()).transpose(-1, -2)
+    else:
+        keep = (torch.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE) <= 20.0).nonzero().flatten()
+        expected = power[:, keep]
+    got = spec.power(x).reshape(expected.shape).double()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * float(expected.max()))
+
+
+def test_checkpoints_of_the_torchaudio_spectrogram_load() -> None:
+    """State dicts written when torchaudio computed the spectrogram hold its window and
+    filterbank buffers; they load (the settings define both) and change nothing."""
+    spec = EEGSpectrogram(n_fft=256, n_mels=16, hop_length=156)
+    state = {
+        "spectrogram.spectrogram.window": torch.hann_window(128),
+        "spectrogram.mel_scale.fb": mel_filterbank(129, 0.0, 20.0, 16, SAMPLE_RATE),
+    }
+    before = spec(noise_eeg(1))
+    spec.load_state_dict(state, strict=True)
+    torch.testing.assert_close(spec(noise_eeg(1)), before)
+
+
 def _band_frequencies(spec: EEGSpectrogram) -> torch.Tensor:
     """Centre frequency (Hz) of each row of the maps."""
     if spec.kind == "mel":
-        fb = spec.spectrogram.mel_scale.fb  # (n_freqs, n_mels)
-        freqs = torch.linspace(0, SAMPLE_RATE / 2, fb.shape[0])
-        return freqs[fb.argmax(dim=0)]
-    n_fft = spec.spectrogram.n_fft
-    return torch.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)[spec.freq_slice]
+        return spec.bin_hz[spec.mel_fb.argmax(dim=0)]  # each band's peak bin
+    return spec.bin_hz
 
 
 @pytest.mark.parametrize("kind", ["mel", "stft"])

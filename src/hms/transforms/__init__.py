@@ -19,6 +19,7 @@ from hms.transforms.spectrogram import (
     KaggleSpectrogramImage,
     Normalize,
     arrange,
+    mel_filterbank,
     mirror_index,
     unarrange,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "TimeShift",
     "arrange",
     "flip_batch",
+    "mel_filterbank",
     "mirror_index",
     "unarrange",
 ]

@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import torch
-import torchaudio
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hms.constants import CHAIN_NAMES, SAMPLE_RATE, SPEC_REGIONS
@@ -29,6 +29,23 @@ LAYOUTS = ("stack", "tile", "channels")
 MIDLINE_MAP = "MID"
 _MIRROR_MAP = {"LL": "RL", "RL": "LL", "LP": "RP", "RP": "LP", MIDLINE_MAP: MIDLINE_MAP}
 _SPEC_BINS_PER_REGION = 100
+
+
+def mel_filterbank(
+    n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int
+) -> Tensor:
+    """(n_freqs, n_mels) triangular filters on the HTK mel scale, unnormalised, for the bins of
+    an FFT with ``n_freqs`` one-sided bins: ``torchaudio.functional.melscale_fbanks``, the seed's
+    filterbank, computed the same way in float32. A band between two bins is all zero."""
+    all_freqs = torch.linspace(0, sample_rate // 2, n_freqs)
+    m_min = 2595.0 * math.log10(1.0 + f_min / 700.0)
+    m_max = 2595.0 * math.log10(1.0 + f_max / 700.0)
+    f_pts = 700.0 * (10.0 ** (torch.linspace(m_min, m_max, n_mels + 2) / 2595.0) - 1.0)
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)  # (n_freqs, n_mels + 2)
+    down = (-1.0 * slopes[:, :-2]) / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    return torch.max(torch.zeros(1), torch.min(down, up))
 
 
 def check_layout(layout: str) -> str:
@@ -134,30 +151,36 @@ class EEGSpectrogram(_MapImage):
             raise ValueError(f"kind must be 'mel' or 'stft', got {kind!r}")
         if log not in ("db", "ln"):
             raise ValueError(f"log must be 'db' or 'ln', got {log!r}")
-        self.kind, self.log, self.eps = kind, log, eps
+        self.kind, self.log, self.eps, self.top_db = kind, log, eps, top_db
         self.hop_length = hop_length
         self.midline = midline
         self.layout = check_layout(layout)
+        win = win_length or n_fft
+        if not 0 < win <= n_fft:
+            raise ValueError(f"win_length must be in 1..n_fft={n_fft}, got {win_length}")
         if kind == "mel":
-            self.spectrogram = torchaudio.transforms.MelSpectrogram(
-                sample_rate=sample_rate,
-                n_fft=n_fft,
-                win_length=win_length,
-                hop_length=hop_length,
-                f_min=f_min,
-                f_max=f_max,
-                n_mels=n_mels,
-                power=2.0,
-            )
-            self.freq_slice = slice(None)
+            fb = mel_filterbank(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate)
+            bins = torch.arange(int(torch.nonzero(fb.sum(dim=1)).max()) + 1)
+            self.register_buffer("mel_fb", fb[bins], persistent=False)
         else:
-            self.spectrogram = torchaudio.transforms.Spectrogram(
-                n_fft=n_fft, win_length=win_length, hop_length=hop_length, power=2.0
-            )
             freqs = torch.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-            keep = torch.nonzero((freqs >= f_min) & (freqs <= f_max)).flatten()
-            self.freq_slice = slice(int(keep[0]), int(keep[-1]) + 1)
-        self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=top_db)
+            bins = torch.nonzero((freqs >= f_min) & (freqs <= f_max)).flatten()
+            self.mel_fb = None
+        # The power of the kept FFT bins (n_fft points, the centred Hann window of win samples, as
+        # torch.stft(center=True) frames them) as one strided convolution with their real and
+        # imaginary DFT kernels: the window's win samples are the only non-zero ones of a frame,
+        # and bins above f_max (mel: where the filterbank is zero) are not computed. It equals the
+        # FFT to float rounding, costs the same, and exports to ONNX as a Conv (onnxruntime's STFT
+        # kernel took most of a member's time).
+        self.n_fft = n_fft
+        bin_hz = torch.fft.rfftfreq(n_fft, 1.0 / sample_rate)[bins]
+        self.register_buffer("bin_hz", bin_hz, persistent=False)  # frequency of each kept bin
+        window = torch.hann_window(win, periodic=True, dtype=torch.float64)
+        angle = 2 * math.pi * bins.double()[:, None] * torch.arange(win).double()[None, :] / n_fft
+        kernels = torch.cat([window * torch.cos(angle), -window * torch.sin(angle)])
+        self.register_buffer("dft", kernels.float().unsqueeze(1), persistent=False)
+        self.pad_left = n_fft // 2 - (n_fft - win) // 2  # samples before a frame's centre
+        self.pad_right = win - self.pad_left
         # Only the channels of the maps are transformed: the chains', then the midline's.
         used = spec.lateral_channels + (list(spec.midline) if midline else [])
         self.used = used
@@ -171,6 +194,35 @@ class EEGSpectrogram(_MapImage):
     def n_maps(self) -> int:
         return len(self.map_names)
 
+    def power(self, x: Tensor) -> Tensor:
+        """(B, C, T) -> (B, C, F, T // hop) power of the kept bins (mel: mel bands), frame t
+        centred on sample t * hop (the signal reflected at its ends)."""
+        b, c, t = x.shape
+        frames = t // self.hop_length
+        padded = F.pad(x.reshape(b * c, 1, t), (self.pad_left, self.pad_right), mode="reflect")
+        z = F.conv1d(padded, self.dft, stride=self.hop_length)[..., :frames]
+        re, im = z.chunk(2, dim=1)
+        power = re * re + im * im  # (B * C, bins, frames)
+        if self.mel_fb is not None:
+            power = torch.matmul(power.transpose(1, 2), self.mel_fb).transpose(1, 2)
+        return power.reshape(b, c, power.shape[1], frames)
+
+    def to_db(self, power: Tensor) -> Tensor:
+        """10 log10(power), floored ``top_db`` below each sample's maximum (as
+        ``torchaudio.transforms.AmplitudeToDB``, the seed's)."""
+        db = 10.0 * torch.log10(power.clamp_min(self.eps))
+        if self.top_db is not None:
+            floor = db.amax(dim=(-3, -2, -1), keepdim=True) - self.top_db
+            db = torch.maximum(db, floor)
+        return db
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written when torchaudio computed the spectrogram hold its window and
+        # filterbank, which the settings define: they are rebuilt, not read.
+        for key in [k for k in state_dict if k.startswith(prefix + "spectrogram.")]:
+            del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def maps(self, x: Tensor) -> Tensor:
         """(B, C, T) EEG of the montage -> (B, 4|5, F, T // hop) per-chain log spectrograms."""
         if x.shape[1] != self.n_channels:
@@ -179,9 +231,8 @@ class EEGSpectrogram(_MapImage):
             )
         if self.used != list(range(x.shape[1])):
             x = x[:, self.used]
-        n_frames = x.shape[-1] // self.hop_length
         with torch.autocast(device_type=x.device.type, enabled=False):
-            power = self.spectrogram(x.float())[..., self.freq_slice, :n_frames]
+            power = self.power(x.float())
             logp = self.to_db(power) if self.log == "db" else power.clamp_min(self.eps).log()
         maps = logp[:, self.chain_index].mean(dim=2)  # (B, 4, F, W)
         if self.midline:
