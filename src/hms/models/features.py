@@ -46,21 +46,40 @@ _LEFT, _RIGHT = (0, 1), (3, 2)  # chains LL, LP and their mirrors RL, RP (order 
 _EPS = 1e-6
 
 
-def segment_psd(x: Tensor, nperseg: int, fs: float = SAMPLE_RATE) -> Tensor:
+def dft_basis(window: Tensor, n_bins: int | None = None) -> Tensor:
+    """(len(window), 2 * n_bins): the real and imaginary DFT kernels of the first ``n_bins``
+    one-sided bins (all by default), the window folded in: segments @ basis is their windowed
+    DFT. A matrix product, unlike an FFT, exports to ONNX as one MatMul that onnxruntime runs
+    fast, and computes only the bins that are used."""
+    n = window.shape[-1]
+    k = torch.arange(n // 2 + 1 if n_bins is None else n_bins, dtype=torch.float64)
+    angle = 2 * math.pi * torch.arange(n, dtype=torch.float64)[:, None] * k[None, :] / n
+    w = window.double()[:, None]
+    return torch.cat([w * torch.cos(angle), -w * torch.sin(angle)], dim=1).to(window.dtype)
+
+
+def segment_psd(
+    x: Tensor, nperseg: int, fs: float = SAMPLE_RATE, basis: Tensor | None = None
+) -> Tensor:
     """One-sided periodograms of Hann segments with 50 % overlap: (..., T) -> (..., S, F).
 
     Their mean over segments is ``welch_psd``; a mean over some of them is the Welch PSD of the
-    span those segments cover.
+    span those segments cover. ``basis`` (``dft_basis`` of the Hann window) may keep only the
+    first bins; a module passes its own, a buffer, so that an export holds it as a constant.
     """
-    window = torch.hann_window(nperseg, periodic=True, dtype=x.dtype, device=x.device)
+    if basis is None:
+        window = torch.hann_window(nperseg, periodic=True, dtype=x.dtype, device=x.device)
+        basis = dft_basis(window)
     step = nperseg - nperseg // 2  # scipy: noverlap = nperseg // 2
-    spectrum = torch.fft.rfft(x.unfold(-1, nperseg, step) * window, dim=-1)
-    power = torch.view_as_real(spectrum).square().sum(dim=-1)
-    scale = torch.full((power.shape[-1],), 2.0, dtype=x.dtype, device=x.device)
+    re, im = (x.unfold(-1, nperseg, step) @ basis).chunk(2, dim=-1)
+    power = re * re + im * im
+    n_bins = power.shape[-1]
+    scale = torch.full((n_bins,), 2.0, dtype=x.dtype, device=x.device)
     scale[0] = 1.0
-    if nperseg % 2 == 0:
+    if nperseg % 2 == 0 and n_bins == nperseg // 2 + 1:  # the Nyquist bin
         scale[-1] = 1.0
-    return power * (scale / (fs * window.square().sum()))
+    window_power = basis[:, 0].square().sum()  # the first bin's real kernel is the window
+    return power * (scale / (fs * window_power))
 
 
 def welch_psd(x: Tensor, nperseg: int, fs: float = SAMPLE_RATE) -> Tensor:
@@ -80,9 +99,10 @@ def _autocorr_peak(x: Tensor, fs: float, min_s: float, max_s: float) -> tuple[Te
     [min_s, max_s] seconds: its value and its lag in seconds."""
     t = x.shape[-1]
     lo, hi = round(min_s * fs), round(max_s * fs)
-    spec = torch.fft.rfft(_standardise(x), n=2 * t, dim=-1)
-    power = torch.view_as_real(spec).square().sum(dim=-1)
-    acf = torch.fft.irfft(power, n=2 * t, dim=-1)[..., : hi + 1]
+    n = 1 << (2 * t - 1).bit_length()  # zero-padded to a power of two >= 2t - 1: the circular
+    spec = torch.fft.rfft(_standardise(x), n=n, dim=-1)  # correlation is the linear one, and
+    power = torch.view_as_real(spec).square().sum(dim=-1)  # onnxruntime's DFT takes its FFT
+    acf = torch.fft.irfft(power, n=n, dim=-1)[..., : hi + 1]  # path (else O(n^2))
     acf = acf / acf[..., :1].clamp_min(_EPS)
     value, lag = acf[..., lo:].max(dim=-1)
     return value, (lag + lo).to(x.dtype) / fs
@@ -105,10 +125,17 @@ class EEGFeatures(nn.Module):
         local = {c: i for i, c in enumerate(self.lateral)}
         self.chain_index = [[local[c] for c in chain] for chain in spec.chain_index]
         self.nperseg = nperseg
+        # Every feature reads the PSD below 20 Hz only (bands, in-range peak and entropy): only
+        # those bins are computed.
         freqs = torch.fft.rfftfreq(nperseg, 1.0 / SAMPLE_RATE)
+        freqs = freqs[: int((freqs < max(hi for _, hi in BANDS)).sum())]
         masks = torch.stack([(freqs >= lo) & (freqs < hi) for lo, hi in BANDS]).float()
         self.register_buffer("band_masks", masks, persistent=False)  # (n_bands, n_freqs)
-        self.register_buffer("in_range", ((freqs >= 0.5) & (freqs < 20.0)).float(), False)
+        window = torch.hann_window(nperseg, periodic=True)
+        self.register_buffer("dft", dft_basis(window, len(freqs)), persistent=False)
+        in_range = ((freqs >= 0.5) & (freqs < 20.0)).float()
+        self.register_buffer("in_range", in_range, False)
+        self.log_n_in_range = math.log(float(in_range.sum()))  # a constant, not read at run time
         self.register_buffer("freqs", freqs, persistent=False)
         self.df = SAMPLE_RATE / nperseg
         self.names = self._names()
@@ -172,7 +199,7 @@ class EEGFeatures(nn.Module):
 
         # One pass of 2-s periodograms (1-s hop) over the 50 s; the Welch PSD of a 10-s span is
         # the mean of the 9 segments inside it.
-        seg = segment_psd(x, self.nperseg)  # (B, 16, 49, F)
+        seg = segment_psd(x, self.nperseg, basis=self.dft)  # (B, 16, 49, F)
         hop_s = (self.nperseg - self.nperseg // 2) / sec
         per_10s = round(10 / hop_s) - 1
 
@@ -201,10 +228,12 @@ class EEGFeatures(nn.Module):
         out.append(self._peak_freq(chain_psd10))
         p = chain_psd10 * self.in_range
         p = p / (p.sum(dim=-1, keepdim=True) + _EPS)
-        out.append(-(p * (p + _EPS).log()).sum(dim=-1) / math.log(float(self.in_range.sum())))
+        out.append(-(p * (p + _EPS).log()).sum(dim=-1) / self.log_n_in_range)
 
         log_bp_deriv = (bp_deriv + _EPS).log()  # focality: loudest derivation over the median
-        out.append(log_bp_deriv.amax(dim=1) - log_bp_deriv.median(dim=1).values)
+        middle = (log_bp_deriv.shape[1] - 1) // 2  # torch.median's (lower) median, by a sort
+        median = log_bp_deriv.sort(dim=1).values[:, middle]  # that exports (ONNX has no median)
+        out.append(log_bp_deriv.amax(dim=1) - median)
 
         central = x[..., n // 2 - 5 * sec : n // 2 + 5 * sec]
         z = central - central.mean(dim=-1, keepdim=True)
@@ -263,6 +292,9 @@ class TreeEnsemble(nn.Module):
         self.register_buffer("value", torch.zeros(0, 1, dtype=torch.float64))
         self.register_buffer("tree_class", torch.zeros(0, dtype=torch.long))
         self.register_buffer("depth", torch.zeros((), dtype=torch.long))
+        # The traversal's rounds (the depth) as a Python number: a forward pass that is exported
+        # must not read its loop count from a tensor.
+        self.n_rounds = 0
 
     @property
     def n_trees(self) -> int:
@@ -275,6 +307,7 @@ class TreeEnsemble(nn.Module):
                 current = getattr(self, name)
                 setattr(self, name, torch.empty_like(current).resize_(state_dict[key].shape))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.n_rounds = int(self.depth)
 
     def set_trees(self, trees: Sequence[dict[str, np.ndarray]], tree_class: Sequence[int]) -> None:
         """Fill the tables from flat trees (``feature``, ``threshold``, ``left``, ``right``,
@@ -301,6 +334,7 @@ class TreeEnsemble(nn.Module):
         self.value = table("value", torch.float64)
         self.tree_class = torch.as_tensor(list(tree_class), dtype=torch.long, device=device)
         self.depth = torch.tensor(max(int(t["depth"]) for t in trees), device=device)
+        self.n_rounds = int(self.depth)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.n_trees == 0:
@@ -312,7 +346,7 @@ class TreeEnsemble(nn.Module):
         left, right = self.left.flatten(), self.right.flatten()
         x = x.double()
         node = torch.zeros(b, n_trees, dtype=torch.long, device=x.device)
-        for _ in range(int(self.depth)):
+        for _ in range(self.n_rounds):
             flat = node + offsets
             value = x.gather(1, feature[flat])
             node = torch.where(value <= threshold[flat], left[flat], right[flat])
