@@ -15,11 +15,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from hms.backends.pytorch import load_member_checkpoint
 from hms.cli import conf_dir
 from hms.constants import SAMPLE_RATE, VOTE_COLUMNS, WINDOW_SAMPLES
 from hms.data.labels import TARGET_COLUMNS
 from hms.ensembling import build_ensemble
-from hms.inference import load_member_checkpoint
 from hms.metrics import kl_divergence
 from hms.models.features import (
     BANDS,

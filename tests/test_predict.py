@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from hms.backends.pytorch import resolve_device, resolve_precision
 from hms.blend import ENSEMBLE_FILE
 from hms.constants import SPEC_EEG_LAG, SPEC_WINDOW_ROWS, SUBMISSION_COLUMNS, VOTE_COLUMNS
 from hms.data.cache import HMSCache, build_cache
@@ -26,7 +27,6 @@ from hms.data.io import file_digest, read_eeg, read_spectrogram, write_eeg_parqu
 from hms.data.preprocess import RecordingSettings, WindowSettings
 from hms.data.spectrogram import kaggle_spectrogram
 from hms.errors import HMSDataError
-from hms.inference import resolve_device, resolve_precision
 from hms.models.module import HMSModule
 from hms.submission import predict
 

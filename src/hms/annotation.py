@@ -39,8 +39,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hms.blend import read_ensemble
@@ -65,7 +63,7 @@ from hms.data.preprocess import RecordingSettings, filtered_as_stored
 from hms.data.recording import MISSING_MODES, EEGRecording
 from hms.data.spectrogram import kaggle_spectrogram, window_row_times
 from hms.errors import HMSDataError, check_choice, check_int
-from hms.inference import load_members, member_settings, resolve_device, resolve_precision
+from hms.inference import check_device, load_members, member_settings, open_weights
 from hms.report import timeline_figure
 
 FILTER_CONTEXT_S = 30.0  # filtered signal read on each side of a chunk (the 0.5-Hz high-pass)
@@ -176,15 +174,19 @@ def annotate(
         )  # fmt: skip
     if tta_flip is not None and not isinstance(tta_flip, bool):
         raise HMSDataError(None, f"tta_flip must be true, false or null, got {tta_flip!r}")
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    check_device(device, precision)
     check_writable(out_dir, "annotation folder", folder=True)
-    # Cheap checks first: the weights folder, the recording's channels and length.
-    _, window_settings = member_settings(read_ensemble(weights_dir), weights_dir)
-    montages = sorted({w.montage for w in window_settings.values()})
+    # Cheap checks first: the weights folder's manifest, the recording's channels and length;
+    # then the backend on its device and every fold file.
+    ensemble = read_ensemble(weights_dir)
+    _, windows = member_settings(ensemble, weights_dir)
+    blended = [m for m in ensemble.members if ensemble.weights[m] > 0]
+    montages = sorted({windows[m].montage for m in blended})
     rec = EEGRecording(recording, montages, missing=missing, unit_scale=unit_scale)
     starts = window_starts(rec.n_samples, step_s, rec.path)
-    ensemble, members = load_members(weights_dir, dev, tta_flip, blended_only=True)
+    weights = open_weights(weights_dir, device, precision, ensemble)
+    _, members = load_members(weights, tta_flip=tta_flip, blended_only=True)
+    backend = weights.backend
     needs_spec = any(m.needs_spec for m in members)
     if rec.interpolated:
         print(f"note: {rec.path}: electrodes {rec.interpolated} absent, interpolated from others")
@@ -229,8 +231,7 @@ def annotate(
                     filtered[m.recording], s - a, m.window,
                     values if m.needs_spec else None, spec_index,
                 )  # fmt: skip
-                loader = DataLoader(windows, batch_size=batch_size, shuffle=False)
-                member_probs[m.name][ks] = m.predict(loader, len(ks), dev, prec)
+                member_probs[m.name][ks] = m.predict(windows, batch_size)
             probs[ks] = ensemble.blend({m.name: member_probs[m.name][ks] for m in members})
             if export_folder is not None:
                 inside = (rows_s >= 0) & (rows_s < rec.duration_s)
@@ -238,8 +239,7 @@ def annotate(
                     export_folder, raw, a, s, int(ks[0]), values, index[:, n_strip:], inside
                 )
             bar.update(len(ks))
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+            backend.release()
         bar.close()
         timeline = _timeline(rec, starts, probs)
         if export_folder is not None:
@@ -258,12 +258,13 @@ def annotate(
         "recording": rec.describe(),
         "median_channel_sd_uv": amplitude[0] if amplitude else None,
         "weights_dir": str(weights_dir),
-        "members": {m.name: len(m.modules) for m in members},
+        "members": {m.name: len(m.folds) for m in members},
         "weights": ensemble.weights,
         "step_s": step_s,
         "windows": n,
-        "device": dev.type,
-        "precision": prec,
+        "backend": backend.name,
+        "device": backend.device,
+        "precision": backend.precision,
         "seconds": round(time.perf_counter() - t0, 2),
         "outputs": [TIMELINE_FILE, *([FIGURE_FILE] if figure else [])]
         + ([WINDOWS_DIR] if export_windows else []),
@@ -273,8 +274,8 @@ def annotate(
     top = timeline["top_class"].value_counts()
     print(
         f"{n} windows of {rec.path.name} ({rec.duration_s / 3600:.2f} h) -> {out_dir}: "
-        f"{len(members)} member(s), {dev.type} {prec}, {summary['seconds']:.1f} s; top classes "
-        + ", ".join(f"{k} {v}" for k, v in top.items())
+        f"{len(members)} member(s), {backend.name} on {backend.device} {backend.precision}, "
+        f"{summary['seconds']:.1f} s; top classes " + ", ".join(f"{k} {v}" for k, v in top.items())
     )
     return timeline
 

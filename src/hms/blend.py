@@ -8,7 +8,8 @@ A *weights folder* (``weights_dir``) is self-contained, so it can be uploaded as
 
     weights_dir/
         ensemble.json              what to run and how to blend it (below)
-        <member>/fold<k>.ckpt      each member's fold checkpoints (``HMSModule`` checkpoints)
+        <member>/fold<k>.ckpt      each member's fold checkpoints (``HMSModule`` checkpoints),
+        <member>/fold<k>.onnx      or, in an ONNX folder (``"backend": "onnx"``), its graphs
 
 ``ensemble.json``::
 
@@ -20,7 +21,9 @@ A *weights folder* (``weights_dir``) is self-contained, so it can be uploaded as
      "cv": {...}}                                    # the scores it was chosen on (information)
 
 ``data`` holds the preprocessing settings the member was trained with (``data.recording`` and
-``data.window`` of its runs), so prediction rebuilds exactly the training inputs.
+``data.window`` of its runs), so prediction rebuilds exactly the training inputs. An ONNX
+folder (``python -m hms.export format=onnx``) has ``"backend": "onnx"``, lists ``.onnx`` files
+under ``checkpoints`` and gives each member its graph's ``inputs`` (``["eeg"]``, ...).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from hms.errors import HMSDataError
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT = 1
 SPACES = ("prob", "log")
+BACKENDS = {"torch": ".ckpt", "onnx": ".onnx"}  # a folder's kind and the suffix of its files
+INPUTS = ("eeg", "spec")
 _TINY = 1e-12
 
 
@@ -99,8 +104,10 @@ class EnsembleSpec:
     cv: dict[str, Any] = field(default_factory=dict)
     # What hms.ensemble built the folder from: the ensemble config's digest and, per checkpoint
     # (path relative to the folder), its run, the run's config digest and the file's SHA-256,
-    # which readers check (``hms.inference.checkpoint_paths``). None in a hand-written file.
+    # which readers check (``hms.inference.open_weights``). None in a hand-written file.
     built_from: dict[str, Any] | None = None
+    backend: str = "torch"  # what runs the files: torch (checkpoints) or onnx (graphs)
+    inputs: dict[str, list[str]] = field(default_factory=dict)  # ONNX: each graph's inputs
 
     @property
     def members(self) -> list[str]:
@@ -118,8 +125,13 @@ class EnsembleSpec:
             "space": self.space,
             "weights": self.weights,
             "bias": self.bias,
+            **({} if self.backend == "torch" else {"backend": self.backend}),
             "members": {
-                m: {"checkpoints": self.checkpoints[m], "data": self.data.get(m, {})}
+                m: {
+                    "checkpoints": self.checkpoints[m],
+                    "data": self.data.get(m, {}),
+                    **({"inputs": self.inputs[m]} if m in self.inputs else {}),
+                }
                 for m in self.members
             },
             "cv": self.cv,
@@ -188,6 +200,11 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
             path, f"bias must be null or a list of {N_CLASSES} numbers, got {bias!r}"
         )
     cv = _mapping(raw, "cv", path, "cv")
+    backend = raw.get("backend", "torch")
+    if backend not in BACKENDS:
+        raise HMSDataError(path, f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+    suffix = BACKENDS[backend]
+    inputs: dict[str, list[str]] = {}
     checkpoints: dict[str, list[str]] = {}
     data: dict[str, dict[str, Any]] = {}
     for member_name, member in members.items():
@@ -215,6 +232,25 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
             raise HMSDataError(
                 path, f"member {member_name!r}: checkpoints outside the weights folder: {outside}"
             )
+        foreign = [f for f in files if Path(f).suffix != suffix]
+        if foreign:  # each kind of folder holds one kind of file, run by one backend
+            raise HMSDataError(
+                path, f"member {member_name!r}: files {foreign} in a {backend} folder (its "
+                f"files end in {suffix})",
+            )  # fmt: skip
+        if backend == "onnx":
+            graph_inputs = member.get("inputs")
+            if (
+                not isinstance(graph_inputs, list)
+                or not graph_inputs
+                or not set(graph_inputs) <= set(INPUTS)
+                or len(set(graph_inputs)) != len(graph_inputs)
+            ):
+                raise HMSDataError(
+                    path, f"member {member_name!r}: inputs must list the graph's inputs among "
+                    f"{list(INPUTS)}, got {graph_inputs!r}",
+                )  # fmt: skip
+            inputs[str(member_name)] = list(graph_inputs)
         missing = [f for f in files if not (weights_dir / f).is_file()]
         if missing:
             raise HMSDataError(
@@ -246,4 +282,6 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
         bias=None if bias is None else [float(b) for b in bias],
         cv=cv,
         built_from=None if built_from is None else dict(built_from),
+        backend=backend,
+        inputs=inputs,
     )

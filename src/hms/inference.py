@@ -1,108 +1,62 @@
 """Weights folder -> loaded ensemble -> probabilities: the one inference path of hms.
 
-A weights folder (``ensemble.json`` and ``<member>/fold<k>.ckpt``, see ``hms.blend``) is run by
-``hms.submission`` (``python -m hms.predict`` and the pipeline), ``hms.annotation``, the sample
-figure of ``hms.report`` and ``hms.torchscript`` (the export), all through this module:
+A weights folder is ``ensemble.json`` and each member's fold files (``hms.blend``): PyTorch
+checkpoints (``<member>/fold<k>.ckpt``, from ``hms.ensemble``) or ONNX graphs
+(``<member>/fold<k>.onnx``, from ``python -m hms.export format=onnx``). ``hms.submission``
+(``python -m hms.predict`` and the pipeline), ``hms.annotation``, the sample figure of
+``hms.report`` and the exports all run it through this module:
 
-- ``member_settings``: each member's preprocessing, the ``data.recording`` and ``data.window``
-  settings of its training;
-- ``checkpoint_paths``: every fold checkpoint, each checked (a cheap read of its
-  hyperparameters) before any slow work;
-- ``load_member_checkpoint``, ``load_members``: fold checkpoints rebuilt on a device, offline
-  (nothing downloaded, wandb kept out: ``model_code``), the test-time flip as trained or forced;
-- ``predict_member``, ``LoadedMember.predict``, ``LoadedMember.predict_batch``: a member's
-  prediction, the mean over its folds (``fold_mean``) of each checkpoint's probabilities
-  (softmax and flip TTA: ``hms.models.module.probabilities``);
+- ``open_weights``: the manifest, each member's preprocessing (``member_settings``: the
+  ``data.recording`` and ``data.window`` settings of its training) and the backend of the
+  folder's kind (``hms.backends.pytorch`` or ``hms.backends.onnx``, imported only then) on its
+  device; every fold file is checked (its SHA-256 against the manifest, then cheaply by the
+  backend) before any slow work;
+- ``predict_member``: a member's prediction over a dataset of windows, its fold files loaded
+  one at a time, the mean over folds (``fold_mean``) of each fold's probabilities (softmax and
+  flip TTA inside the fold: ``hms.models.module.probabilities``, or the exported graph);
+- ``load_members``: every fold loaded at once, for code that predicts chunk by chunk
+  (``LoadedMember.predict``, ``LoadedMember.predict_batch``);
 - the blend of the members: ``EnsembleSpec.blend`` (``hms.blend``).
 
-Only light modules are imported at the top: torch, Lightning and timm are imported on first use,
-so that a command reports a wrong path, a missing ``ensemble.json`` or a bad checkpoint in about
-a second instead of after several seconds of imports.
+Everything above the backend (reading recordings, windows, caching, blending, writing) is the
+same code for both kinds, and batches are numpy arrays (``hms.data.dataset.batches``). This
+module imports neither torch nor onnxruntime: a command reports a wrong path, a missing
+``ensemble.json`` or a bad file in about a second, and an ONNX folder runs where torch is not
+installed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble
 from hms.constants import N_CLASSES
+from hms.data.dataset import Windows, batches
 from hms.data.io import file_digest
 from hms.data.preprocess import RecordingSettings, WindowSettings
 from hms.errors import HMSDataError
 
-if TYPE_CHECKING:
-    import torch
-    from torch.utils.data import DataLoader
-
-    from hms.models.module import HMSModule
-
-
-@contextlib.contextmanager
-def _wandb_hidden() -> Iterator[None]:
-    """Make ``import wandb`` fail inside the block, unless wandb is already imported.
-
-    ``timm.utils.summary`` runs ``try: import wandb`` when timm is imported; prediction needs no
-    logger, so hiding wandb there keeps it out of the process (no import cost, nothing of
-    wandb's to start). ``import wandb`` works again after the block.
-    """
-    if "wandb" in sys.modules:
-        yield
-        return
-    sys.modules["wandb"] = None  # type: ignore[assignment]  # import raises ImportError
-    try:
-        yield
-    finally:
-        if sys.modules.get("wandb", ...) is None:
-            del sys.modules["wandb"]
-
-
-def model_code() -> tuple[type[HMSModule], Callable[..., tuple[np.ndarray, np.ndarray]]]:
-    """``HMSModule`` and ``predict_loader``, imported (with timm) while wandb is hidden."""
-    with _wandb_hidden():
-        from hms.models.module import HMSModule, predict_loader
-    return HMSModule, predict_loader
-
-
 # --------------------------------------------------------------------------- settings
 
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"``: the GPU when CUDA is available, else the CPU; otherwise a torch device name."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:  # a name torch does not know, or not a name
-        raise HMSDataError(
-            None, f"unknown device {device!r}; give auto, cpu, cuda or cuda:<index>"
-        ) from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise HMSDataError(None, f"device {device!r} requested, but CUDA is not available")
-    return resolved
-
-
 PRECISIONS = ("auto", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed")
+_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
-def resolve_precision(precision: str | int | None, device: torch.device) -> str:
-    """``"auto"``: bf16 autocast on a GPU, full float32 on the CPU; otherwise as given (one of
-    ``PRECISIONS``; ``HMSDataError`` for another)."""
-    if precision is None or str(precision) == "auto":
-        return "bf16-mixed" if device.type == "cuda" else "32"
-    if isinstance(precision, bool) or str(precision) not in PRECISIONS:
+def check_device(device: str, precision: str | int | None) -> None:
+    """The device and precision named sensibly, checked before any file is read (whether the
+    device is there is the backend's check)."""
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise HMSDataError(None, f"unknown device {device!r}; give auto, cpu, cuda or cuda:<index>")
+    if precision is not None and (isinstance(precision, bool) or str(precision) not in PRECISIONS):
         raise HMSDataError(
             None, f"precision must be one of {list(PRECISIONS)} or null, got {precision!r}"
         )
-    return str(precision)
 
 
 def _settings(cls: type, values: Mapping[str, Any] | None, member: str, weights_dir: Path):
@@ -138,117 +92,111 @@ def member_settings(
     return recording, window
 
 
-# --------------------------------------------------------------------------- checkpoints
+# --------------------------------------------------------------------------- backends
 
 
-def _torch_load(path: Path) -> Any:
-    """``torch.load`` of tensors and plain data only, memory-mapped when the format allows it
-    (so that reading the hyperparameters costs no time for the weights)."""
-    import torch
+class Fold(Protocol):
+    """A loaded fold file: a batch of numpy arrays -> (B, 6) float64 probabilities."""
 
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except RuntimeError:  # files in the legacy (non-zip) format cannot be memory-mapped
-        return torch.load(path, map_location="cpu", weights_only=True)
+    inputs: tuple[str, ...]
+    network: Any  # the torch network (hms.models.base.HMSNet), None for an ONNX graph
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
 
-def checkpoint_hparams(path: str | Path, member: str) -> dict[str, Any]:
-    """The hyperparameters of an ``HMSModule`` checkpoint of model ``member``, else an error.
+class Backend(Protocol):
+    """What runs a folder's fold files (``hms.backends``)."""
 
-    A file that torch cannot read, a checkpoint that is not an ``HMSModule``'s, and a checkpoint
-    of another model than ``member`` each raise ``HMSDataError`` naming the file.
-    """
-    path = Path(path)
-    try:
-        ckpt = _torch_load(path)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise HMSDataError(
-            path,
-            f"not a PyTorch Lightning checkpoint ({type(exc).__name__}: {str(exc)[:300]}); "
-            "expected the best.ckpt of a python -m hms.train run",
-        ) from exc
-    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, Mapping) else None
-    if (
-        not isinstance(hparams, Mapping)
-        or "state_dict" not in ckpt
-        or not {"name", "net_class"} <= set(hparams)
-    ):
-        raise HMSDataError(
-            path,
-            "not an hms model checkpoint (no HMSModule hyperparameters name and net_class); "
-            "expected the best.ckpt of a python -m hms.train run",
-        )
-    if hparams["name"] != member:
-        raise HMSDataError(
-            path,
-            f"checkpoint of model {hparams['name']}, but the ensemble lists it under member "
-            f"{member}",
-        )
-    return dict(hparams)
+    name: str
+    suffix: str
+    file_kind: str  # what a fold file is called in messages: checkpoint, graph
+    builder: str  # the command that writes such folders
+    device: str
+    precision: str
+
+    def check(self, path: Path, member: MemberInfo) -> None: ...
+
+    def load(self, path: Path, member: MemberInfo, tta_flip: bool | None) -> Fold: ...
+
+    def release(self) -> None: ...
 
 
-def checkpoint_paths(ensemble: EnsembleSpec, weights_dir: str | Path) -> dict[str, list[Path]]:
-    """Each member's fold checkpoints, every one checked (``checkpoint_hparams``) before the
-    slow loading starts."""
+def open_backend(kind: str, device: str = "auto", precision: str | int | None = "auto"):
+    """The backend of a folder kind (``torch`` or ``onnx``), on ``device``."""
+    if kind == "onnx":
+        from hms.backends.onnx import OnnxBackend
+
+        return OnnxBackend(device, precision)
+    from hms.backends.pytorch import TorchBackend
+
+    return TorchBackend(device, precision)
+
+
+@dataclass
+class MemberInfo:
+    """A member of a weights folder: its fold files, preprocessing and inputs."""
+
+    name: str
+    folder: Path
+    files: list[Path]
+    recording: RecordingSettings
+    window: WindowSettings
+    inputs: list[str]
+
+
+@dataclass
+class WeightsFolder:
+    """An opened weights folder: its manifest, members and backend (files checked)."""
+
+    path: Path
+    ensemble: EnsembleSpec
+    members: dict[str, MemberInfo]
+    backend: Backend
+
+    @property
+    def recording(self) -> dict[str, RecordingSettings]:
+        return {m: info.recording for m, info in self.members.items()}
+
+    @property
+    def window(self) -> dict[str, WindowSettings]:
+        return {m: info.window for m, info in self.members.items()}
+
+
+def member_infos(ensemble: EnsembleSpec, weights_dir: Path) -> dict[str, MemberInfo]:
+    """Each member's files (checked to exist by ``read_ensemble``), settings and inputs."""
+    recording, window = member_settings(ensemble, weights_dir)
+    infos = {}
+    for m in ensemble.members:
+        files = [weights_dir / rel for rel in ensemble.checkpoints[m]]
+        inputs = list(ensemble.inputs.get(m, []))
+        infos[m] = MemberInfo(m, weights_dir, files, recording[m], window[m], inputs)
+    return infos
+
+
+def open_weights(
+    weights_dir: str | Path,
+    device: str = "auto",
+    precision: str | int | None = "auto",
+    ensemble: EnsembleSpec | None = None,
+) -> WeightsFolder:
+    """Open a weights folder on ``device``: the manifest read (unless given), every fold file's
+    SHA-256 checked against it and each file checked by its backend, before any slow work."""
     weights_dir = Path(weights_dir)
-    paths = {m: [weights_dir / rel for rel in ensemble.checkpoints[m]] for m in ensemble.members}
+    ensemble = ensemble or read_ensemble(weights_dir)
+    infos = member_infos(ensemble, weights_dir)
+    backend = open_backend(ensemble.backend, device, precision)
     sums = (ensemble.built_from or {}).get("checkpoints", {})
-    for member in paths:
-        for rel, path in zip(ensemble.checkpoints[member], paths[member], strict=True):
+    what, builder = backend.file_kind, backend.builder
+    for info in infos.values():
+        for rel, path in zip(ensemble.checkpoints[info.name], info.files, strict=True):
             if rel in sums and file_digest(path)["sha256"] != sums[rel]["sha256"]:
                 raise HMSDataError(
                     path,
-                    "checkpoint changed after hms.ensemble built this folder (its SHA-256 is "
-                    f"not the one {ENSEMBLE_FILE} records); build the folder again",
+                    f"{what} changed after {builder} built this folder (its SHA-256 is not the "
+                    f"one {ENSEMBLE_FILE} records); build the folder again",
                 )
-            checkpoint_hparams(path, member)
-    return paths
-
-
-def load_member_checkpoint(
-    path: str | Path,
-    member: str,
-    device: torch.device | str = "cpu",
-    tta_flip: bool | None = None,
-    window: WindowSettings | None = None,
-) -> HMSModule:
-    """Load one fold checkpoint of ``member`` onto ``device``, in eval mode.
-
-    The checkpoint must be an ``HMSModule`` checkpoint of the model the ensemble names it under.
-    Its network is rebuilt without downloading anything (``pretrained`` forced off: the weights
-    come from the checkpoint). ``tta_flip`` (when not None) overrides the checkpoint's setting.
-    ``window``: the member's window settings (``ensemble.json``); the network's montage must be
-    theirs, and a checkpoint written before montages had names takes theirs.
-    """
-    import torch
-
-    module_class, _ = model_code()
-    path = Path(path)
-    hparams = checkpoint_hparams(path, member)
-    overrides: dict[str, Any] = {}
-    net = hparams.get("net")
-    net = dict(net) if isinstance(net, Mapping) else {}
-    if net.get("pretrained"):
-        overrides["net"] = {**net, "pretrained": False}
-    if window is not None and "montage" not in net:
-        overrides["net"] = {**overrides.get("net", net), "montage": window.montage}
-    try:
-        module = module_class.load_from_checkpoint(
-            path, map_location=torch.device(device), weights_only=True, **overrides
-        )
-    except (ImportError, RuntimeError, KeyError, TypeError, ValueError) as exc:
-        raise HMSDataError(
-            path, f"cannot rebuild the model from this checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
-    if window is not None and module.net.montage != window.montage:
-        raise HMSDataError(
-            path,
-            f"the network reads montage {module.net.montage!r}, but {ENSEMBLE_FILE} gives member "
-            f"{member!r} the windows of montage {window.montage!r}",
-        )
-    if tta_flip is not None:
-        module.hparams.tta_flip = bool(tta_flip)
-    return module.eval()
+            backend.check(path, info)
+    return WeightsFolder(weights_dir, ensemble, infos, backend)
 
 
 # --------------------------------------------------------------------------- probabilities
@@ -259,98 +207,97 @@ def fold_mean(folds: Sequence[np.ndarray]) -> np.ndarray:
     return np.mean(folds, axis=0)
 
 
-def _fold_probs(
-    module: HMSModule,
-    loader: DataLoader,
-    n_rows: int,
-    device: torch.device,
-    precision: str | None,
+def fold_probs(
+    fold: Fold,
+    dataset: Windows,
+    batch_size: int,
     where: str | Path,
+    num_workers: int = 0,
     progress: bool = False,
     desc: str = "predict",
 ) -> np.ndarray:
-    """One checkpoint's probabilities (n_rows, 6) of every row of the loader, in dataset order."""
-    _, predict_loader = model_code()
-    index, probs = predict_loader(module, loader, device, precision, progress=progress, desc=desc)
-    if len(index) != n_rows or not np.array_equal(np.sort(index), np.arange(n_rows)):
-        raise RuntimeError(f"{where}: predicted {len(index)} rows, expected each of {n_rows}")
-    out = np.empty((n_rows, N_CLASSES), dtype=np.float64)
-    out[index] = probs
+    """One fold's probabilities (len(dataset), 6) of every window, in dataset order."""
+    from tqdm.auto import tqdm
+
+    n_rows = len(dataset)
+    out = np.full((n_rows, N_CLASSES), np.nan)
+    seen = np.zeros(n_rows, dtype=bool)
+    total = -(-n_rows // batch_size)
+    for batch in tqdm(
+        batches(dataset, batch_size, fold.inputs, num_workers),
+        total=total, desc=desc, disable=not progress, leave=False,
+    ):  # fmt: skip
+        index = np.asarray(batch["index"], dtype=np.int64)
+        out[index] = fold(batch)
+        seen[index] = True
+    if not seen.all():
+        raise RuntimeError(f"{where}: predicted {int(seen.sum())} rows, expected each of {n_rows}")
     return out
 
 
 def predict_member(
+    weights: WeightsFolder,
     member: str,
-    checkpoints: Sequence[Path],
-    loader: DataLoader,
-    n_rows: int,
-    device: torch.device,
-    precision: str | None,
+    dataset: Windows,
+    batch_size: int = 32,
     tta_flip: bool | None = None,
+    num_workers: int = 0,
     progress: bool = False,
-    window: WindowSettings | None = None,
 ) -> np.ndarray:
-    """``member``'s prediction (n_rows, 6) over a loader: its fold checkpoints loaded one at a
-    time (a single one on the device), the mean of their probabilities, in dataset order."""
-    import torch
-
+    """``member``'s prediction (len(dataset), 6): its fold files loaded one at a time (a
+    single one on the device), the mean of their probabilities, in dataset order."""
+    info = weights.members[member]
     folds = []
-    for k, path in enumerate(checkpoints):
-        module = load_member_checkpoint(path, member, device, tta_flip, window)
-        desc = f"{member} {k + 1}/{len(checkpoints)}"
-        folds.append(_fold_probs(module, loader, n_rows, device, precision, path, progress, desc))
-        del module
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    for k, path in enumerate(info.files):
+        fold = weights.backend.load(path, info, tta_flip)
+        desc = f"{member} {k + 1}/{len(info.files)}"
+        folds.append(fold_probs(fold, dataset, batch_size, path, num_workers, progress, desc))
+        del fold
+        weights.backend.release()
     return fold_mean(folds)
 
 
 @dataclass
 class LoadedMember:
-    """A member with its fold checkpoints loaded, for code that predicts without a cache."""
+    """A member with its fold files loaded, for code that predicts chunk by chunk."""
 
     name: str
-    modules: list  # HMSModule per fold checkpoint, in eval mode on the device
+    folds: list  # Fold per fold file, on the backend's device
     recording: RecordingSettings
     window: WindowSettings
 
     @property
     def inputs(self) -> set[str]:
-        return {key for m in self.modules for key in m.inputs}
+        return {key for f in self.folds for key in f.inputs}
 
     @property
     def needs_spec(self) -> bool:
         return "spec" in self.inputs
 
-    def predict(
-        self, loader: DataLoader, n_rows: int, device: torch.device, precision: str | None
-    ) -> np.ndarray:
-        """The member's prediction (n_rows, 6) over a loader, in dataset order."""
-        return fold_mean(
-            [_fold_probs(m, loader, n_rows, device, precision, self.name) for m in self.modules]
-        )
+    def predict(self, dataset: Windows, batch_size: int = 32) -> np.ndarray:
+        """The member's prediction (len(dataset), 6) over a dataset, in dataset order."""
+        return fold_mean([fold_probs(f, dataset, batch_size, self.name) for f in self.folds])
 
-    def predict_batch(self, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
-        """The member's prediction (B, 6) of one batch already on the modules' device."""
-        return fold_mean([m.predict_proba(inputs).cpu().numpy() for m in self.modules])
+    def predict_batch(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The member's prediction (B, 6) of one batch."""
+        return fold_mean([f(batch) for f in self.folds])
 
 
 def load_members(
-    weights_dir: str | Path,
-    device: torch.device | str = "cpu",
+    weights: WeightsFolder | str | Path,
+    device: str = "auto",
+    precision: str | int | None = "auto",
     tta_flip: bool | None = None,
     blended_only: bool = False,
-) -> tuple[EnsembleSpec, list[LoadedMember]]:
-    """The ensemble of ``weights_dir`` with every fold checkpoint loaded on ``device``;
+) -> tuple[WeightsFolder, list[LoadedMember]]:
+    """A weights folder (opened here unless given) with every fold file loaded;
     ``blended_only`` leaves out the members of weight 0 (references such as the baseline)."""
-    weights_dir = Path(weights_dir)
-    ensemble = read_ensemble(weights_dir)
-    recording, window = member_settings(ensemble, weights_dir)
-    paths = checkpoint_paths(ensemble, weights_dir)
+    if not isinstance(weights, WeightsFolder):
+        weights = open_weights(weights, device, precision)
     members = []
-    for m in ensemble.members:
-        if blended_only and ensemble.weights[m] <= 0:
+    for name, info in weights.members.items():
+        if blended_only and weights.ensemble.weights[name] <= 0:
             continue
-        modules = [load_member_checkpoint(p, m, device, tta_flip, window[m]) for p in paths[m]]
-        members.append(LoadedMember(m, modules, recording[m], window[m]))
-    return ensemble, members
+        folds = [weights.backend.load(p, info, tta_flip) for p in info.files]
+        members.append(LoadedMember(name, folds, info.recording, info.window))
+    return weights, members

@@ -11,7 +11,9 @@
   window, and the experts' votes beside the ensemble's probabilities (with a weights folder,
   run through ``hms.inference``).
 
-Every figure is written under a temporary name and renamed (``hms.data.io.atomic_path``).
+Every figure is written under a temporary name and renamed (``hms.data.io.atomic_path``). The
+timeline and the ensemble report need no torch (``hms.annotate`` runs ONNX folders without it);
+the sample figure draws with the training code's spectrograms and imports torch when it runs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.backend_bases import FigureCanvasBase
 
 from hms.blend import read_ensemble
@@ -50,7 +51,6 @@ from hms.data.sample import load_sample, sample_inputs
 from hms.errors import HMSDataError, check_int
 from hms.inference import load_members
 from hms.metrics import kl_divergence, kl_per_row, kl_summary, kl_terms, normalize_votes
-from hms.transforms.spectrogram import EEGSpectrogram, KaggleSpectrogramImage
 
 LABELS = dict(zip(CLASSES, CONSENSUS_NAMES, strict=True))
 
@@ -309,15 +309,22 @@ def ensemble_report(
 
 
 def predict_sample(sample: dict, weights_dir: str | Path) -> tuple[np.ndarray, dict, object]:
-    """The ensemble's probabilities for one sample, each member's, and the first image model."""
-    ensemble, members = load_members(weights_dir, "cpu")
+    """The ensemble's probabilities for one sample, each member's, and the first image model
+    (the network of a PyTorch folder that looks at an image, with its inputs as tensors)."""
+    weights, members = load_members(weights_dir, "cpu")
     per_member, image_model = {}, None
     for m in members:
         inputs = sample_inputs(sample, m.recording, m.window)
         per_member[m.name] = m.predict_batch(inputs)[0]
-        if image_model is None and m.modules[0].net.image(inputs) is not None:
-            image_model = (m.name, m.modules[0].net, inputs)
-    probs = ensemble.blend({m: per_member[m][None] for m in ensemble.members})[0]
+        net = m.folds[0].network
+        if image_model is None and net is not None:
+            import torch
+
+            tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}
+            with torch.no_grad():
+                if net.image(tensors) is not None:
+                    image_model = (m.name, net, tensors)
+    probs = weights.ensemble.blend({m: per_member[m][None] for m in weights.ensemble.members})[0]
     return probs, per_member, image_model
 
 
@@ -363,7 +370,7 @@ def sample_figure(
         read_ensemble(weights_dir)
     sample = load_sample(data_dir, eeg_id, sub_id)
     inputs = sample_inputs(sample)
-    eeg = inputs["eeg"][0].numpy()
+    eeg = inputs["eeg"][0]
     start_s = sample["start"] / SAMPLE_RATE
     centre0 = start_s + (WINDOW_SECONDS - LABEL_SECONDS) / 2
     probs = per_member = image_model = None
@@ -413,7 +420,12 @@ def sample_figure(
 
     # Kaggle spectrogram, 10 min
     ax = fig.add_subplot(grid[1, 2])
-    kaggle = KaggleSpectrogramImage().maps(inputs["spec"])[0].numpy()  # (4, 100, 300) ln power
+    import torch  # the sample figure draws with the training code's spectrograms
+
+    from hms.transforms.spectrogram import EEGSpectrogram, KaggleSpectrogramImage
+
+    tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    kaggle = KaggleSpectrogramImage().maps(tensors["spec"])[0].numpy()  # (4, 100, 300) ln power
     stacked = np.concatenate(list(kaggle[::-1]), axis=0)  # RL at the bottom, LL on top
     extent = (-300, 300, 0, stacked.shape[0])
     ax.imshow(stacked, aspect="auto", origin="lower", cmap="magma", extent=extent)
@@ -428,7 +440,7 @@ def sample_figure(
 
     # EEG spectrograms (seed settings) and the image the first image model sees
     with torch.no_grad():
-        maps = EEGSpectrogram().maps(inputs["eeg"])
+        maps = EEGSpectrogram().maps(tensors["eeg"])
     maps = maps[0].numpy()  # (4, 128 mels, 256 frames)
     sub = grid[2, :2].subgridspec(1, 4, wspace=0.15)
     for i, chain in enumerate(CHAIN_NAMES):

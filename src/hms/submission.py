@@ -2,7 +2,8 @@
 
 ``test_path`` is an HMS-layout folder (``test.csv``, ``test_eegs/``, ``test_spectrograms/``, and
 optionally ``sample_submission.csv``); ``weights_dir`` is a folder written by ``hms.ensemble``
-(``ensemble.json`` and ``<member>/fold<k>.ckpt``, see ``hms.blend``). For each member, the test
+(``ensemble.json`` and ``<member>/fold<k>.ckpt``) or its ONNX export (``<member>/fold<k>.onnx``,
+run by onnxruntime without torch), see ``hms.blend``. For each member, the test
 split goes through the same cache and preprocessing as training, with the member's own
 ``data.recording`` settings (members that share them share one cache) and ``data.window``
 settings; every fold checkpoint predicts the test rows, a member's folds are averaged (mean of
@@ -14,7 +15,7 @@ distribution. It is written under a temporary name and renamed, so a failed run 
 file and does not touch a previous one.
 
 Offline by design: checkpoints rebuild their networks without downloading weights, and wandb is
-never imported (``hms.inference.model_code``). A spectrogram file that is absent (a recording
+never imported (``hms.backends.pytorch``). A spectrogram file that is absent (a recording
 from outside Kaggle) is not an error: its Kaggle-style rows are computed from the EEG
 (``build_cache(..., missing_spectrograms="compute")``), covering the EEG's 50 s of the 10-min
 window.
@@ -22,8 +23,8 @@ window.
 
 from __future__ import annotations
 
-# Only light modules are imported here (see hms.inference): torch and the cache code
-# (scikit-learn) are imported when the checks have passed.
+# Only light modules are imported here (see hms.inference): the backend (torch or onnxruntime)
+# and the cache code are imported when the checks have passed.
 import contextlib
 import tempfile
 import time
@@ -38,13 +39,7 @@ from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
 from hms.data.io import HMSLayout, check_writable, read_sample_submission, write_csv
 from hms.data.preprocess import RecordingSettings
 from hms.errors import HMSDataError, check_int
-from hms.inference import (
-    checkpoint_paths,
-    member_settings,
-    predict_member,
-    resolve_device,
-    resolve_precision,
-)
+from hms.inference import check_device, open_weights, predict_member
 
 if TYPE_CHECKING:
     from hms.data.cache import HMSCache
@@ -147,6 +142,7 @@ def predict(
     check_int("workers", workers, 1)
     if tta_flip is not None and not isinstance(tta_flip, bool):
         raise HMSDataError(None, f"tta_flip must be true, false or null, got {tta_flip!r}")
+    check_device(device, precision)
     if out is not None:
         check_writable(out, "submission", folder=False)
     if cache_dir is not None:
@@ -158,12 +154,10 @@ def predict(
         raise HMSDataError(layout.root, "test folder not found")
     test = layout.read_csv(SPLIT)
     columns = _output_columns(layout, test)
-    recording, window = member_settings(ensemble, weights_dir)
-    dev = resolve_device(device)  # imports torch: after the checks of the files
-    prec = resolve_precision(precision, dev)
-    checkpoints = checkpoint_paths(ensemble, weights_dir)
-
-    from torch.utils.data import DataLoader
+    # The backend (torch or onnxruntime) is imported here, after the checks of the files.
+    weights = open_weights(weights_dir, device, precision, ensemble)
+    recording, window = weights.recording, weights.window
+    checkpoints = {m: info.files for m, info in weights.members.items()}
 
     from hms.data.dataset import CacheDataset
 
@@ -176,17 +170,9 @@ def predict(
         caches = _test_caches(layout, cache_dir, list(recording.values()), test, workers, progress)
         for member in run:
             dataset = CacheDataset(caches[recording[member]], window=window[member])
-            loader = DataLoader(
-                dataset,
-                batch_size=batch_size,
-                shuffle=False,
-                num_workers=num_workers,
-                pin_memory=dev.type == "cuda",
-            )
             member_probs[member] = predict_member(
-                member, checkpoints[member], loader, len(test), dev, prec, tta_flip, progress,
-                window[member],
-            )  # fmt: skip
+                weights, member, dataset, batch_size, tta_flip, num_workers, progress
+            )
     probs = ensemble.blend(member_probs)
 
     frame = pd.DataFrame({"eeg_id": test["eeg_id"].to_numpy(np.int64)})
@@ -200,8 +186,9 @@ def predict(
     per_member = ", ".join(f"{m} ({len(checkpoints[m])})" for m in run)
     print(
         f"{len(frame)} rows -> {out if out is not None else '(not written)'}: "
-        f"{len(run)} member(s), {n_folds} fold checkpoint(s) [{per_member}], "
-        f"{dev.type} {prec}, {time.perf_counter() - t0:.1f} s"
+        f"{len(run)} member(s), {n_folds} fold {weights.backend.file_kind}(s) [{per_member}], "
+        f"{weights.backend.name} on {weights.backend.device} {weights.backend.precision}, "
+        f"{time.perf_counter() - t0:.1f} s"
     )
     if return_members:
         return frame, member_probs

@@ -15,7 +15,7 @@ derivations of the member's montage in microvolts and ``spec`` (B, 300, 400) Kag
 rows. ``load_export`` and ``predict_export`` below load and blend them (the fold mean and blend of
 ``hms.predict``: ``hms.inference.fold_mean``, ``hms.blend.blend_members``; the TorchScript files
 themselves need torch alone). The checkpoints are loaded as ``hms.predict`` loads them
-(``hms.inference.load_member_checkpoint``), and the probabilities are ``HMSModule``'s
+(``hms.backends.pytorch.load_member_checkpoint``), and the probabilities are ``HMSModule``'s
 (``hms.models.module.probabilities``). Export checks each traced module against the checkpoint
 on an example batch and refuses a mismatch.
 """
@@ -36,7 +36,7 @@ from hms.constants import SPEC_WINDOW_ROWS, WINDOW_SAMPLES
 from hms.data.io import atomic_dir, check_writable
 from hms.data.montage import get_montage
 from hms.errors import HMSDataError
-from hms.inference import checkpoint_paths, fold_mean, load_member_checkpoint, member_settings
+from hms.inference import WeightsFolder, fold_mean, open_weights
 from hms.models.base import HMSNet
 from hms.models.module import probabilities
 
@@ -58,6 +58,18 @@ class ProbabilityModel(nn.Module):
         return probabilities(self.net, batch, self.tta_flip, self.net.montage)
 
 
+def open_torch_weights(weights_dir: str | Path) -> WeightsFolder:
+    """A PyTorch weights folder opened on the CPU in float32, every checkpoint checked: what an
+    export reads (an exported folder is not exported again)."""
+    ensemble = read_ensemble(weights_dir)
+    if ensemble.backend != "torch":
+        raise HMSDataError(
+            Path(weights_dir), f"a {ensemble.backend} folder: export from the PyTorch weights "
+            "folder that hms.ensemble wrote",
+        )  # fmt: skip
+    return open_weights(weights_dir, "cpu", "32", ensemble)
+
+
 def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> Path:
     """Trace every checkpoint of ``weights_dir`` into ``out_dir`` (built aside, then renamed).
 
@@ -74,19 +86,18 @@ def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 
                 f"out_dir holds other files (no {EXPORT_FILE}) and would be replaced; choose "
                 "an empty or new folder",
             )
-    ensemble = read_ensemble(weights_dir)
-    _, windows = member_settings(ensemble, weights_dir)
-    paths = checkpoint_paths(ensemble, weights_dir)
+    weights = open_torch_weights(weights_dir)
+    ensemble = weights.ensemble
     members: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
-        for name in ensemble.members:
+        for name, info in weights.members.items():
             files, inputs = [], None
-            montage = get_montage(windows[name].montage)
+            montage = get_montage(info.window.montage)
             gen = torch.Generator().manual_seed(0)
             eeg = 30 * torch.randn(2, montage.n_channels, WINDOW_SAMPLES, generator=gen)
             kaggle = torch.rand(2, SPEC_WINDOW_ROWS, 400, generator=gen) * 10
-            for path in paths[name]:
-                module = load_member_checkpoint(path, name, "cpu", window=windows[name])
+            for path in info.files:
+                module = weights.backend.load(path, info, None).module
                 wrapped = ProbabilityModel(module.net, module.hparams.tta_flip)
                 with torch.no_grad():
                     expected = module.predict_proba({"eeg": eeg, "spec": kaggle})

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from hms.constants import CLASSES, VOTE_COLUMNS
 
@@ -78,6 +77,8 @@ def make_folds(train: pd.DataFrame, n_folds: int = 5, seed: int = 42) -> pd.Data
     n_patients = samples["patient_id"].nunique()
     if n_patients < n_folds:
         raise ValueError(f"{n_patients} patients cannot fill {n_folds} folds")
+    from sklearn.model_selection import StratifiedGroupKFold  # folds only: not for inference
+
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     sample_fold = np.full(len(samples), -1, dtype=np.int64)
     for fold, (_, val_idx) in enumerate(

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from hms.constants import (
     SAMPLE_RATE,
@@ -115,7 +114,7 @@ def sample_inputs(
     sample: dict,
     recording_settings: RecordingSettings | None = None,
     window_settings: WindowSettings | None = None,
-) -> dict[str, torch.Tensor]:
+) -> dict[str, np.ndarray]:
     """The model inputs (a batch of one) of a sample, made as the cache and ``CacheDataset``
     make them."""
     filtered = filtered_as_stored(sample["recording"], recording_settings)

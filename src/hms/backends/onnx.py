@@ -1,0 +1,181 @@
+"""The ONNX backend of ``hms.inference``: weights folders of ONNX graphs, run by onnxruntime.
+
+No torch: an ONNX weights folder (``python -m hms.export format=onnx``) holds ``ensemble.json``
+(``"backend": "onnx"``) and ``<member>/fold<k>.onnx``, each graph mapping the member's inputs
+(``eeg`` (batch, channels of its montage, 10000), ``spec`` (batch, 300, 400), float32) to
+``probabilities`` (batch, 6): the spectrograms, normalisation, test-time flip and softmax are
+inside the graph.
+
+A folder from a stranger is input: before a session runs anything, each graph is checked
+(``check_graph``) for its size, that it parses without reading external data, that any
+external-data file it names lies inside the folder, that every operator comes from the standard
+ONNX domains (a custom-op library is never loaded), and that its inputs and output are those the
+manifest and the member's montage say. Sessions run on the CPU, or with the CUDA provider when it
+is present and asked for (``device=auto`` or ``cuda``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hms.constants import N_CLASSES, SPEC_WINDOW_ROWS, WINDOW_SAMPLES
+from hms.data.montage import get_montage
+from hms.data.preprocess import WindowSettings
+from hms.errors import HMSDataError
+
+if TYPE_CHECKING:
+    from hms.inference import MemberInfo
+
+SUFFIX = ".onnx"
+OUTPUT = "probabilities"
+MAX_GRAPH_BYTES = 2 * 1024**3  # protobuf's limit for one file
+# Operator domains onnxruntime implements itself; anything else would need a custom-op library.
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+PRECISIONS = ("auto", "32", "32-true")
+
+
+def input_shapes(window: WindowSettings) -> dict[str, tuple[int | None, ...]]:
+    """Each input a member may read and its shape (None: the batch)."""
+    return {
+        "eeg": (None, get_montage(window.montage).n_channels, WINDOW_SAMPLES),
+        "spec": (None, SPEC_WINDOW_ROWS, 400),
+    }
+
+
+def _dims(value_info) -> tuple[int | None, ...]:
+    """A graph input's or output's shape: fixed sizes, None for symbolic ones."""
+    dims = value_info.type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+
+def check_graph(path: Path, folder: Path, inputs: list[str], window: WindowSettings) -> None:
+    """Refuse a graph that could read outside the folder, needs a custom operator, or does not
+    map the member's inputs to (batch, 6) probabilities: ``HMSDataError`` naming the file."""
+    import onnx
+
+    size = path.stat().st_size
+    if size > MAX_GRAPH_BYTES:
+        raise HMSDataError(path, f"{size / 2**30:.1f} GiB: larger than an ONNX file can be")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several types for a file that is not a graph
+        raise HMSDataError(path, f"not an ONNX model ({type(exc).__name__}: {exc})") from None
+    root = folder.resolve()
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        target = (path.parent / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(root):
+            raise HMSDataError(
+                path, f"external data {location!r} of {tensor.name!r} lies outside the folder"
+            )
+    local = {f.domain for f in model.functions}
+    domains = {n.domain for n in model.graph.node} | {
+        n.domain for f in model.functions for n in f.node
+    }
+    custom = sorted(domains - STANDARD_DOMAINS - local)
+    if custom:
+        raise HMSDataError(path, f"operators of non-standard domains {custom} (custom ops)")
+    expected = input_shapes(window)
+    got = {i.name: i for i in model.graph.input}
+    if sorted(got) != sorted(inputs) or not set(inputs) <= set(expected):
+        raise HMSDataError(
+            path, f"graph inputs {sorted(got)}, but the manifest lists {sorted(inputs)}"
+        )
+    for name in inputs:
+        shape, want = _dims(got[name]), expected[name]
+        dtype = got[name].type.tensor_type.elem_type
+        if dtype != onnx.TensorProto.FLOAT or len(shape) != 3 or shape[1:] != want[1:]:
+            raise HMSDataError(
+                path,
+                f"input {name!r} is {onnx.TensorProto.DataType.Name(dtype)} {shape}, expected "
+                f"FLOAT (batch, {want[1]}, {want[2]}) for montage {window.montage!r}",
+            )
+    outputs = {o.name: _dims(o) for o in model.graph.output}
+    if list(outputs) != [OUTPUT] or len(outputs[OUTPUT]) != 2 or outputs[OUTPUT][1] != N_CLASSES:
+        raise HMSDataError(
+            path, f"graph outputs {outputs}, expected {OUTPUT!r} (batch, {N_CLASSES})"
+        )
+
+
+class OnnxFold:
+    """One fold's graph in an onnxruntime session: a batch -> (B, 6) float64 probabilities."""
+
+    network = None  # the graph holds no torch network to draw
+
+    def __init__(self, session, inputs: list[str]) -> None:
+        self.session, self.inputs = session, tuple(inputs)
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        feed = {k: np.ascontiguousarray(batch[k], dtype=np.float32) for k in self.inputs}
+        out = self.session.run([OUTPUT], feed)[0].astype(np.float64)
+        return out / out.sum(axis=1, keepdims=True)
+
+
+class OnnxBackend:
+    """Runs ONNX graphs with onnxruntime: the CPU, or the CUDA provider where present."""
+
+    name = "onnx"
+    suffix = SUFFIX
+    file_kind, builder = "graph", "hms.export"
+
+    def __init__(self, device: str = "auto", precision: str | int | None = "auto") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise HMSDataError(
+                None, "an ONNX weights folder needs onnxruntime: pip install onnxruntime"
+            ) from None
+        if precision is not None and str(precision) not in PRECISIONS:
+            raise HMSDataError(
+                None, f"the ONNX backend runs float32 graphs; precision={precision!r} is for "
+                "PyTorch weights folders (give auto or 32)",
+            )  # fmt: skip
+        self.precision = "32"
+        available = ort.get_available_providers()
+        cuda = "CUDAExecutionProvider" in available
+        device = str(device)
+        if device == "auto":
+            device = "cuda" if cuda else "cpu"
+        if device == "cpu":
+            self.providers: list = ["CPUExecutionProvider"]
+        elif device == "cuda" or device.startswith("cuda:"):
+            if not cuda:
+                raise HMSDataError(
+                    None, f"device {device!r} requested, but onnxruntime has no CUDA provider "
+                    f"here (providers: {available})",
+                )  # fmt: skip
+            index = int(device.partition(":")[2] or 0)
+            cuda_provider = ("CUDAExecutionProvider", {"device_id": index})
+            self.providers = [cuda_provider, "CPUExecutionProvider"]
+        else:
+            raise HMSDataError(
+                None, f"unknown device {device!r}; give auto, cpu, cuda or cuda:<index>"
+            )
+        self.device = device
+        self._ort = ort
+
+    def check(self, path: Path, member: MemberInfo) -> None:
+        check_graph(path, member.folder, member.inputs, member.window)
+
+    def load(self, path: Path, member: MemberInfo, tta_flip: bool | None) -> OnnxFold:
+        if tta_flip is not None:
+            raise HMSDataError(
+                None, "tta_flip cannot be changed for an ONNX folder: the flip was exported in "
+                "the graphs as trained (export again from the checkpoints to change it)",
+            )  # fmt: skip
+        options = self._ort.SessionOptions()
+        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = self._ort.InferenceSession(str(path), options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own types for a graph it cannot run
+            raise HMSDataError(path, f"onnxruntime cannot run this graph ({exc})") from None
+        return OnnxFold(session, member.inputs)
+
+    def release(self) -> None:
+        """Sessions free their memory when dropped."""
