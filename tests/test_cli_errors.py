@@ -409,6 +409,8 @@ MALFORMED = [
     ({**WEIGHTS_JSON, "bias": ["a"] * 6}, "bias must be null or a list of 6 numbers"),
     ({**WEIGHTS_JSON, "name": {"x": 1}}, "name must be a string"),
     ({**WEIGHTS_JSON, "cv": [1]}, "cv must be an object"),
+    ({**WEIGHTS_JSON, "hms_version": 1}, "hms_version must be a version string"),
+    ({**WEIGHTS_JSON, "hms_version": ""}, "hms_version must be a version string"),
 ]  # fmt: skip
 
 

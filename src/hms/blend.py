@@ -17,7 +17,9 @@ A *weights folder* (``weights_dir``) is self-contained, so it can be uploaded as
      "bias": null | [6 floats],                      # added to the blend's log-probabilities
      "members": {"effnet_b0": {"checkpoints": ["effnet_b0/fold0.ckpt", ...],
                                "data": {"recording": {...}, "window": {...}}}, ...},
-     "cv": {...}}                                    # the scores it was chosen on (information)
+     "cv": {...},                                    # the scores it was chosen on (information)
+     "hms_version": "0.1.0",                         # the hms that wrote it (absent: older files)
+     "built_from": {...}}                            # what it was built from (EnsembleSpec)
 
 ``data`` holds the preprocessing settings the member was trained with (``data.recording`` and
 ``data.window`` of its runs), so prediction rebuilds exactly the training inputs.
@@ -101,6 +103,9 @@ class EnsembleSpec:
     # (path relative to the folder), its run, the run's config digest and the file's SHA-256,
     # which readers check (``hms.inference.checkpoint_paths``). None in a hand-written file.
     built_from: dict[str, Any] | None = None
+    # The version of hms that wrote the folder (``hms.ensembling``); None in older or hand-written
+    # files. The Kaggle kit refuses weights of another version (``hms.kaggle_kit``).
+    hms_version: str | None = None
 
     @property
     def members(self) -> list[str]:
@@ -123,6 +128,7 @@ class EnsembleSpec:
                 for m in self.members
             },
             "cv": self.cv,
+            **({} if self.hms_version is None else {"hms_version": self.hms_version}),
             **({} if self.built_from is None else {"built_from": self.built_from}),
         }
 
@@ -188,6 +194,9 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
             path, f"bias must be null or a list of {N_CLASSES} numbers, got {bias!r}"
         )
     cv = _mapping(raw, "cv", path, "cv")
+    hms_version = raw.get("hms_version")
+    if hms_version is not None and (not isinstance(hms_version, str) or not hms_version):
+        raise HMSDataError(path, f"hms_version must be a version string, got {hms_version!r}")
     checkpoints: dict[str, list[str]] = {}
     data: dict[str, dict[str, Any]] = {}
     for member_name, member in members.items():
@@ -246,4 +255,5 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
         bias=None if bias is None else [float(b) for b in bias],
         cv=cv,
         built_from=None if built_from is None else dict(built_from),
+        hms_version=hms_version,
     )
