@@ -98,7 +98,7 @@ CASES = [
     ("hms.synth", ["out_dir={foreign}", "preset=tiny"], "not empty and was not written by"),
     ("hms.synth", ["out_dir={file}", "preset=tiny"], "this is a file, not a folder"),
     ("hms.synth", ["out_dir={file}/sub", "preset=tiny"], "file.txt is not a folder"),
-    ("hms.synth", ["preset=tiny"], "missing argument out_dir=... (see conf/synth.yaml)"),
+    ("hms.synth", ["paths.root_dir={file}", "preset=tiny"], "file.txt is not a folder"),
     ("hms.synth", ["out_dir={out}", "seed=-1"], "seed must be an integer >= 0, got -1"),
     ("hms.synth", ["out_dir={out}", "workers=0"], "workers must be an integer >= 1, got 0"),
     ("hms.synth", ["out_dir={out}", "preset=tiny", "presets={tiny: {train_eegs: 10}}"],
@@ -165,7 +165,7 @@ CASES = [
     ("hms.ensemble", ["runs_dir={out}", "weights_dir={out}/w"], "member 'effnet_b0'"),
     ("hms.ensemble", ["runs_dir={out}", "ensemble=bogus"], "Could not find 'ensemble/bogus'"),
     # hms.predict
-    ("hms.predict", [], "missing argument test_path=... (see conf/predict.yaml)"),
+    ("hms.predict", [], "missing argument weights_dir=... (see conf/predict.yaml)"),
     ("hms.predict", ["test_path={labels}"], "missing argument weights_dir=..."),
     ("hms.predict", ["test_path={labels}", "weights_dir={out}", "out={out}.csv"],
      "weights folder not found"),
@@ -207,7 +207,9 @@ CASES = [
     ("hms.plot", ["sample", "data_dir={labels}", "out={foreign}"], "this is a folder, not a file"),
     ("hms.plot", ["sample", "data_dir={labels}", "out={file}/x.png"], "file.txt is not a folder"),
     # hms.score
-    ("hms.score", [], "missing argument submission=... (see conf/score.yaml)"),
+    ("hms.score", [], "missing argument solution=... (see conf/score.yaml)"),
+    ("hms.score", ["solution={labels}/test_answers.csv", "paths.root_dir={out}"],
+     "submission file not found"),
     ("hms.score", ["submission={out}.csv"], "missing argument solution=..."),
     ("hms.score", ["submission={out}.csv", "solution={labels}/test_answers.csv"],
      "submission file not found"),
