@@ -33,7 +33,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
-from packaging.markers import default_environment
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 
@@ -48,20 +47,20 @@ from hms.kaggle_kit import (
     COMPETITION,
     FILES,
     KIT_FILE,
-    _applicable,
+    base_environment,
     build_kit,
-    code_cells,
+    installed_closure,
     kit_dependencies,
     notebook,
     read_base,
     resolve_target,
+    run_notebook,
 )
 from hms.submission import predict
 
 from .conftest import REPO, copy_kaggle_test
 
 KAGGLE_EEG = 3911565283
-DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused
 COMMANDS = [
     "prepare", "train", "ensemble", "pipeline", "predict", "annotate", "plot", "export", "score",
     "synth", "compare",
@@ -254,77 +253,6 @@ def test_the_builder_refuses_weights_of_another_hms_version_and_foreign_scores(w
 # --------------------------------------------------------------------------- the kit, offline
 
 
-def _closure(names: list[str]) -> dict[str, metadata.Distribution]:
-    """The installed distributions ``names`` and, recursively, what they require here."""
-    env = dict(default_environment())
-    found: dict[str, metadata.Distribution] = {}
-    todo, done = [(name, ()) for name in names], set()
-    while todo:
-        name, extras = todo.pop()
-        if (canonicalize_name(name), extras) in done:
-            continue
-        done.add((canonicalize_name(name), extras))
-        dist = metadata.distribution(name)
-        found[canonicalize_name(name)] = dist
-        todo += [(r.name, tuple(r.extras)) for r in _applicable(dist.requires, env, extras)]
-    return found
-
-
-def fresh_env(root: Path) -> Path:
-    """A new virtual environment holding exactly ``kaggle_base.txt``: the distributions it names
-    and their requirements, each file linked from this environment (``RECORD``); returns its
-    python. Nothing else: not hms, hydra-core or edfio."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
-    python = root / "bin" / "python"
-    site = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    dists = _closure([b.requirement.name for b in read_base().requirements])
-    assert not set(dists) & {"hms", "hydra-core", "edfio"}
-    for dist in dists.values():
-        assert dist.files, f"{dist.metadata['Name']} lists no files"
-        for rel in dist.files:
-            target = Path(os.path.normpath(Path(site) / rel))
-            source = Path(dist.locate_file(rel))
-            if Path(site) not in target.parents or target.exists() or not source.exists():
-                continue  # scripts outside site-packages (bin/), files linked already
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(source)
-    return python
-
-
-def _network_cut() -> list[str]:
-    """``unshare -rn`` (a network namespace with only loopback) when this machine allows it."""
-    unshare = shutil.which("unshare")
-    if unshare and subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode == 0:
-        return [unshare, "-rn"]
-    return []
-
-
-def run_notebook(
-    kit: Path, python: Path, inp: Path, work: Path, timeout: int = 900
-) -> subprocess.CompletedProcess:
-    """The notebook's code cells in order, as one script, with ``python``, offline: no package
-    index (``PIP_NO_INDEX``, no pip configuration), proxies at a dead port, and a network
-    namespace without a route out when the machine allows one."""
-    script = work.parent / f"{work.name}-notebook.py"
-    script.write_text("\n\n".join(code_cells(kit / "submit.ipynb")))
-    work.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-    for key in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "NO_PROXY", "no_proxy"):
-        env.pop(key, None)
-    env.update(
-        PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
-        HTTP_PROXY=DEAD, HTTPS_PROXY=DEAD, http_proxy=DEAD, https_proxy=DEAD, ALL_PROXY=DEAD,
-        HMS_KAGGLE_INPUT=str(inp), HMS_KAGGLE_WORKING=str(work), WANDB_MODE="disabled",
-    )  # fmt: skip
-    return subprocess.run(
-        [*_network_cut(), str(python), str(script)],
-        capture_output=True, text=True, env=env, cwd=work, timeout=timeout,
-    )  # fmt: skip
-
-
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
     return {
         str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
@@ -419,7 +347,16 @@ def test_the_kit_holds_wheels_base_weights_card_notebook_readme(kit, pipeline_ru
 @pytest.mark.slow
 def test_the_notebook_offline_writes_what_hms_predict_writes(kit, kaggle_dir, tmp_path):
     out, _ = kit
-    python = fresh_env(tmp_path / "env")
+    python = base_environment(tmp_path / "env")
+    # The environment holds exactly the base: the distributions it names and what they need.
+    listed = subprocess.run(
+        [python, "-c", "import importlib.metadata as m; print(*(d.metadata['Name'] for d in "
+         "m.distributions()), sep='\\n')"],
+        capture_output=True, text=True, env={"PATH": os.environ["PATH"]}, check=True,
+    ).stdout.split()  # fmt: skip
+    want = installed_closure(b.requirement.name for b in read_base().requirements)
+    assert {canonicalize_name(n) for n in listed} == set(want)
+    assert not set(want) & {"hms", "hydra-core", "edfio"}
     for module, present in (("torch", True), ("pandas", True), ("hydra", False),
                             ("hms", False), ("edfio", False)):  # fmt: skip
         probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True,
@@ -430,7 +367,7 @@ def test_the_notebook_offline_writes_what_hms_predict_writes(kit, kaggle_dir, tm
     shutil.copytree(out, inp / "hms-kit")
     before = _tree(inp)
 
-    done = run_notebook(out, python, inp, work)
+    done = run_notebook(out, python, inp, work, timeout=900)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "Traceback" not in output
@@ -449,7 +386,7 @@ def test_the_notebook_offline_writes_what_hms_predict_writes(kit, kaggle_dir, tm
 @pytest.fixture(scope="module")
 def used_env(tmp_path_factory) -> Path:
     """One fresh environment for the failure cases (the last one installs hms into it)."""
-    return fresh_env(tmp_path_factory.mktemp("used-env") / "env")
+    return base_environment(tmp_path_factory.mktemp("used-env") / "env")
 
 
 def _expect_stop(done: subprocess.CompletedProcess, message: str) -> None:

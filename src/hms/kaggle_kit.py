@@ -30,6 +30,10 @@ package index with ``pip download --only-binary=:all:`` for the target (``--pyth
 (antlr4-python3-runtime 4.9.3 is an sdist only) is built with ``pip wheel --no-deps`` and kept
 if the result fits the target (a pure-Python wheel always does). Building a kit needs the index;
 running it does not.
+
+A rehearsal before uploading (the kit's tests and ``scripts/bench_kit.py`` do this):
+``base_environment`` makes a virtual environment holding exactly the base (linked from this
+one), and ``run_notebook`` runs the kit's notebook there as Kaggle would, offline.
 """
 
 from __future__ import annotations
@@ -784,6 +788,107 @@ def _size(path: Path) -> int:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
+
+
+# --------------------------------------------------------------------------- a local rehearsal
+
+DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+
+
+def installed_closure(names: Iterable[str]) -> dict[str, metadata.Distribution]:
+    """The distributions ``names`` installed here and, recursively, what they require (markers
+    of this interpreter), by canonical name."""
+    env = dict(default_environment())
+    found: dict[str, metadata.Distribution] = {}
+    todo, done = [(name, ()) for name in names], set()
+    while todo:
+        name, extras = todo.pop()
+        if (canonicalize_name(name), extras) in done:
+            continue
+        done.add((canonicalize_name(name), extras))
+        dist = _installed(name)
+        if dist is None:
+            raise HMSDataError(None, f"{name} is not installed here")
+        found[canonicalize_name(name)] = dist
+        todo += [(r.name, tuple(r.extras)) for r in _applicable(dist.requires, env, extras)]
+    return found
+
+
+def base_environment(root: str | Path, base: str | Path | None = None) -> Path:
+    """A new virtual environment at ``root`` holding exactly the base requirements: the
+    distributions ``kaggle_base.txt`` names and what they require, each of their files linked
+    from this environment (nothing is downloaded; hms, hydra-core, edfio are absent unless the
+    base names them). A stand-in for the notebook image, to run a kit's notebook before
+    uploading it; returns its python."""
+    root = Path(root)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    )  # fmt: skip
+    for dist in installed_closure(
+        b.requirement.name for b in read_base(base).requirements
+    ).values():
+        if not dist.files:
+            raise HMSDataError(None, f"{dist.metadata['Name']} lists no files (no RECORD)")
+        for rel in dist.files:
+            link = Path(os.path.normpath(site / rel))
+            source = Path(dist.locate_file(rel))
+            if site not in link.parents or link.exists() or not source.exists():
+                continue  # scripts outside site-packages (bin/), files already linked
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(source)
+    return python
+
+
+def notebook_script(kit: str | Path) -> str:
+    """The code cells of a kit's notebook, in order, as one script."""
+    return "\n\n".join(code_cells(Path(kit) / NOTEBOOK_FILE))
+
+
+def network_cut() -> list[str]:
+    """A command prefix that runs a program without a route out (``unshare -rn``: a new network
+    namespace holding only loopback), or ``[]`` where this machine does not allow it."""
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode == 0:
+        return [unshare, "-rn"]
+    return []
+
+
+def run_notebook(
+    kit: str | Path,
+    python: str | Path,
+    input_dir: str | Path,
+    working_dir: str | Path,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess:
+    """Run a kit's notebook (its code cells in order, as one script) with ``python``, as Kaggle
+    would with the internet off: ``HMS_KAGGLE_INPUT`` / ``HMS_KAGGLE_WORKING`` at the given
+    roots, the working root as the current folder, no package index (``PIP_NO_INDEX``, no pip
+    configuration), proxies at a dead port, and no route out (``network_cut``) where the
+    machine allows it. ``PYTHONPATH`` is dropped, so that only what the environment holds is
+    imported."""
+    working_dir = Path(working_dir)
+    working_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".py", prefix="hms-kit-notebook-") as script:
+        script.write(notebook_script(kit))
+        script.flush()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+        for key in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "NO_PROXY", "no_proxy"):
+            env.pop(key, None)
+        env.update(
+            PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1",
+            HTTP_PROXY=DEAD_PROXY, HTTPS_PROXY=DEAD_PROXY, http_proxy=DEAD_PROXY,
+            https_proxy=DEAD_PROXY, ALL_PROXY=DEAD_PROXY, WANDB_MODE="disabled",
+            HMS_KAGGLE_INPUT=str(input_dir), HMS_KAGGLE_WORKING=str(working_dir),
+        )  # fmt: skip
+        return subprocess.run(
+            [*network_cut(), str(python), script.name],
+            capture_output=True, text=True, env=env, cwd=working_dir, timeout=timeout,
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the kit

@@ -174,7 +174,8 @@ if result.returncode != 0:
         "pip could not install hms from the kit offline:\n"
         + output_tail(result.stderr + result.stdout)
     )
-print(output_tail(result.stdout, 2))
+installed = [line for line in result.stdout.splitlines() if line.startswith("Successfully")]
+print(installed[-1] if installed else f"hms {MANIFEST['hms_version']} was installed already")
 
 # %%
 # 4. One hms version: the installed one, the kit's, and the one that wrote the weights.
