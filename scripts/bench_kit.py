@@ -3,8 +3,9 @@
 For each ensemble asked for (``demo``: effnet_b0, resnet1d_gru, multispec_b0 at the demo's
 input sizes; ``seed``: effnet_b0, resnet1d_gru, multispec_b0, multispec_b1 at the seed's full
 input sizes) it writes a weights folder of **untrained** networks (``--folds`` checkpoints per
-member, as ``scripts/bench_predict.py`` does: the sizes set the kit's size and the speed, the
-weights do not), or takes a real one (``--weights NAME=DIR``), then
+member, as ``scripts/bench_predict.py`` does, with the optimizer state a trained checkpoint
+carries: the sizes set the kit's size and the speed, the weights do not), or takes a real one
+(``--weights NAME=DIR``), then
 
 1. builds the kit with ``python -m hms.export format=kaggle`` (timed, in a fresh process);
 2. runs the kit's notebook (``hms.kaggle_kit.run_notebook``: its code cells in order, in a new
@@ -72,10 +73,18 @@ def write_weights(out: Path, name: str, folds: int) -> None:
             for norm in getattr(module.net, "norms", {}).values():
                 if getattr(norm, "mode", "") == "dataset":  # unit statistics: no fitting pass
                     norm.set_stats(0.0, 1.0)
+            # What hms.train's best.ckpt holds besides the weights, at its size: the AdamW
+            # state (two moments per parameter), so that the kit's size is a trained one's.
+            params = [p for p in module.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=0.0)
+            for p in params:
+                p.grad = torch.zeros_like(p)
+            optimizer.step()
             rel = f"{member}/fold{fold}.ckpt"
             torch.save(
                 {
                     "state_dict": module.state_dict(),
+                    "optimizer_states": [optimizer.state_dict()],
                     "hyper_parameters": dict(module.hparams),
                     "pytorch-lightning_version": pl.__version__,
                     "hms_stage": "stage2",
@@ -194,8 +203,11 @@ def main() -> None:
         }
         small, big = entry["sample"], entry["large"]
         per_eeg = (big["notebook_s"] - small["notebook_s"]) / max(big["test_eegs"] - 1, 1)
-        entry["per_test_eeg_s"] = round(per_eeg, 3)
-        entry["test_eegs_in_9h"] = int((KAGGLE_LIMIT_S - small["notebook_s"]) / per_eeg)
+        if per_eeg <= 0:  # a large run too small to tell the per-EEG cost from the noise
+            entry["per_test_eeg_s"] = entry["test_eegs_in_9h"] = None
+        else:
+            entry["per_test_eeg_s"] = round(per_eeg, 3)
+            entry["test_eegs_in_9h"] = int((KAGGLE_LIMIT_S - small["notebook_s"]) / per_eeg)
         results["ensembles"][name] = entry
         print(json.dumps({name: entry}, indent=2), flush=True)
     (args.work / "bench_kit.json").write_text(json.dumps(results, indent=2))
@@ -207,7 +219,8 @@ def main() -> None:
         print(
             f"| {name} ({e['weights']}) | {e['checkpoints']} | {e['kit_mib']} ({e['wheels_mib']}, "
             f"{e['weights_mib']}) | {e['build_s']} | {e['sample']['notebook_s']} | "
-            f"{e['large']['notebook_s']} | {e['per_test_eeg_s']} | {e['test_eegs_in_9h']:,} |"
+            f"{e['large']['notebook_s']} | {e['per_test_eeg_s'] or '-'} | "
+            f"{'-' if e['test_eegs_in_9h'] is None else format(e['test_eegs_in_9h'], ',')} |"
         )
 
 
