@@ -496,3 +496,31 @@ def test_weights_of_another_hms_version_stop_after_the_install(kit, kaggle_dir, 
     )  # fmt: skip
     assert _hydra_installed(used_env)  # installed from the kit, offline
     assert not (tmp_path / "working" / "submission.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_given_hms_wheel_and_a_build_without_the_package_index(kit, pipeline_run, tmp_path):
+    """``hms_wheel=FILE`` ships that wheel; without the package index the build stops in one
+    line that says the index is needed (exit 1), and leaves no kit."""
+    out, _ = kit
+    wheel = next((out / "wheels").glob("hms-*.whl"))
+    cmd = [
+        sys.executable, "-m", "hms.export", "format=kaggle",
+        f"weights_dir={pipeline_run['weights']}", f"hms_wheel={wheel}",
+    ]  # fmt: skip
+    offline = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    offline.update(PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull)
+    done = subprocess.run(
+        [*cmd, f"out_dir={tmp_path / 'offline'}"], capture_output=True, text=True, env=offline
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: pip could not download edfio==")
+    assert "pip download needs the package index" in done.stderr
+    assert not (tmp_path / "offline").exists()
+
+    done = subprocess.run([*cmd, f"out_dir={tmp_path / 'kit'}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = json.loads((tmp_path / "kit" / KIT_FILE).read_text())
+    assert manifest["wheels"][0]["source"] == f"given: {wheel}"
+    assert (tmp_path / "kit" / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
