@@ -230,7 +230,9 @@ def test_the_notebook_is_nbformat_4_of_plain_python_cells():
         assert needed in script, needed
 
 
-def test_the_builder_refuses_weights_of_another_hms_version_and_foreign_scores(weights, tmp_path):
+def test_the_builder_refuses_weights_of_another_hms_version_bad_settings_foreign_scores(
+    weights, tmp_path
+):
     variant = tmp_path / "weights"
     shutil.copytree(weights, variant, symlinks=True)
     spec = json.loads((variant / ENSEMBLE_FILE).read_text())
@@ -241,6 +243,11 @@ def test_the_builder_refuses_weights_of_another_hms_version_and_foreign_scores(w
         rf"hms {hms.__version__}",
     ):
         build_kit(variant, tmp_path / "kit", log=lambda _: None)  # fmt: skip
+    edited = json.loads(json.dumps(spec))
+    edited["members"]["effnet_b0"]["data"]["recording"]["bogus"] = 1
+    (variant / ENSEMBLE_FILE).write_text(json.dumps(edited))
+    with pytest.raises(HMSDataError, match=r"member 'effnet_b0': unknown RecordingSettings"):
+        build_kit(variant, tmp_path / "kit", log=lambda _: None)  # as hms.predict refuses it
     (variant / ENSEMBLE_FILE).write_text(json.dumps(spec))
     scores = tmp_path / "scores.csv"
     pd.DataFrame({"name": ["someone"], "cv": [1.0], "cv_hq": [1.0], "test": [1.0],

@@ -73,7 +73,7 @@ import hms
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble
 from hms.data.io import atomic_dir, check_writable, file_digest
 from hms.errors import HMSDataError, HMSRunError
-from hms.inference import checkpoint_paths
+from hms.inference import checkpoint_paths, member_settings
 
 KIT_FILE = "hms_kit.json"
 KIT_FORMAT = 1
@@ -937,8 +937,9 @@ def build_kit(
     target = resolve_target(python_version, platform)
     check_out_dir(out_dir, weights_dir)
     base_file = read_base(base)
-    spec = read_ensemble(weights_dir)
-    checkpoint_paths(spec, weights_dir)
+    spec = read_ensemble(weights_dir)  # checked as hms.predict checks it: the file, each
+    member_settings(spec, weights_dir)  # member's preprocessing settings, each checkpoint
+    checkpoint_paths(spec, weights_dir)  # (its SHA-256 against built_from, its model)
     table, scores_from = scores_table(weights_dir, spec, scores)
     version = hms_wheel_version(Path(hms_wheel)) if hms_wheel is not None else hms.__version__
     if spec.hms_version is not None and spec.hms_version != version:
