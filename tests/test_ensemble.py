@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import hms
 from hms.blend import ENSEMBLE_FILE, blend, read_ensemble
 from hms.cli import conf_dir
 from hms.constants import VOTE_COLUMNS
@@ -137,6 +138,7 @@ def test_seed_ensemble_scores_fits_and_writes_a_weights_folder(tmp_path):
 
     spec = read_ensemble(tmp_path / "weights")
     assert spec.name == "seed" and spec.members == [*quality, "features_gbm"]
+    assert spec.hms_version == hms.__version__  # what the Kaggle kit checks the weights by
     assert spec.checkpoints["resnet1d_gru"] == [
         "resnet1d_gru/fold0.ckpt",
         "resnet1d_gru/fold1.ckpt",

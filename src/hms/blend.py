@@ -18,7 +18,9 @@ A *weights folder* (``weights_dir``) is self-contained, so it can be uploaded as
      "bias": null | [6 floats],                      # added to the blend's log-probabilities
      "members": {"effnet_b0": {"checkpoints": ["effnet_b0/fold0.ckpt", ...],
                                "data": {"recording": {...}, "window": {...}}}, ...},
-     "cv": {...}}                                    # the scores it was chosen on (information)
+     "cv": {...},                                    # the scores it was chosen on (information)
+     "hms_version": "0.1.0",                         # the hms that wrote it (absent: older files)
+     "built_from": {...}}                            # what it was built from (EnsembleSpec)
 
 ``data`` holds the preprocessing settings the member was trained with (``data.recording`` and
 ``data.window`` of its runs), so prediction rebuilds exactly the training inputs. An ONNX
@@ -108,6 +110,9 @@ class EnsembleSpec:
     built_from: dict[str, Any] | None = None
     backend: str = "torch"  # what runs the files: torch (checkpoints) or onnx (graphs)
     inputs: dict[str, list[str]] = field(default_factory=dict)  # ONNX: each graph's inputs
+    # The version of hms that wrote the folder (``hms.ensembling``); None in older or hand-written
+    # files. The Kaggle kit refuses weights of another version (``hms.kaggle_kit``).
+    hms_version: str | None = None
 
     @property
     def members(self) -> list[str]:
@@ -135,6 +140,7 @@ class EnsembleSpec:
                 for m in self.members
             },
             "cv": self.cv,
+            **({} if self.hms_version is None else {"hms_version": self.hms_version}),
             **({} if self.built_from is None else {"built_from": self.built_from}),
         }
 
@@ -205,6 +211,9 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
         raise HMSDataError(path, f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     suffix = BACKENDS[backend]
     inputs: dict[str, list[str]] = {}
+    hms_version = raw.get("hms_version")
+    if hms_version is not None and (not isinstance(hms_version, str) or not hms_version):
+        raise HMSDataError(path, f"hms_version must be a version string, got {hms_version!r}")
     checkpoints: dict[str, list[str]] = {}
     data: dict[str, dict[str, Any]] = {}
     for member_name, member in members.items():
@@ -284,4 +293,5 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
         built_from=None if built_from is None else dict(built_from),
         backend=backend,
         inputs=inputs,
+        hms_version=hms_version,
     )

@@ -36,6 +36,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from scipy.optimize import minimize
 
+import hms
 from hms import runs as run_records
 from hms.blend import ENSEMBLE_FILE, SPACES, EnsembleSpec, blend
 from hms.constants import HQ_VOTES, N_CLASSES, VOTE_COLUMNS
@@ -347,6 +348,7 @@ def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
         space=space,
         bias=None if bias is None else [float(b) for b in bias],
         cv=summary,
+        hms_version=hms.__version__,
     )
     weights_dir = Path(cfg.weights_dir)
     oof = rows.copy()
