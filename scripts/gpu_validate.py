@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("env", "data", "throughput", "quality", "predict", "report")
 MEMBERS = ("effnet_b0", "resnet1d_gru", "multispec_b0", "multispec_b1")
 PACKAGES = (
-    "torch", "torchaudio", "pytorch-lightning", "timm", "hydra-core", "omegaconf", "numpy",
+    "torch", "onnxruntime", "pytorch-lightning", "timm", "hydra-core", "omegaconf", "numpy",
     "pandas", "pyarrow", "scipy", "scikit-learn", "lightgbm", "mne", "edfio", "wandb",
 )  # fmt: skip
 

@@ -37,7 +37,7 @@ from hms.kaggle_kit import (
 )
 from hms.submission import predict
 
-LINKED = ("torch", "torchaudio", "torchvision")  # the image's +cpu builds are not on PyPI
+LINKED = ("torch", "torchvision")  # the image's +cpu builds are not on PyPI
 HERE = Path(__file__).resolve().parents[1]
 
 

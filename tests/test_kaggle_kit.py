@@ -167,7 +167,7 @@ def test_the_target_tags_and_markers():
 def test_the_packaged_base_is_what_the_image_holds_and_names_its_image():
     base = read_base()
     names = base.names
-    for need in ("torch", "torchaudio", "pytorch-lightning", "omegaconf", "timm", "pandas", "pip"):
+    for need in ("torch", "pytorch-lightning", "omegaconf", "timm", "pandas", "pip"):
         assert need in names
     assert not names & {"hms", "hydra-core", "edfio"}
     assert "Kaggle/docker-python" in base.image and "1ebea3c" in base.image
@@ -182,8 +182,8 @@ def test_a_kit_carries_hms_hydra_and_edfio_and_refuses_what_the_image_cannot_mee
         for dep in deps:
             assert dep.version == metadata.version(dep.name) and dep.required_by == "hms"
     # The pins hms had before the kit (torch 2.11 only) cannot install over the image's 2.10.
-    old = [r for r in _pyproject_requires() if not r.startswith(("torch", "torchaudio"))]
-    old += ["torch>=2.11,<2.12", "torchaudio==2.11.0"]
+    old = [r for r in _pyproject_requires() if not r.startswith("torch")]
+    old += ["torch>=2.11,<2.12"]
     with pytest.raises(
         HMSDataError,
         match=r"hms requires torch<2.12,>=2.11, but the notebook "
