@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import mne
 import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from scipy.signal import resample_poly
 
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec
 from hms.cli import conf_dir
@@ -182,3 +187,86 @@ def weights(tiny, tmp_path_factory) -> Path:
     spec = EnsembleSpec(name="test", weights=WEIGHTS, checkpoints=checkpoints, data=data)
     (out / ENSEMBLE_FILE).write_text(json.dumps(spec.to_json(), indent=2))
     return out
+
+
+# --------------------------------------------------------------------------- recordings
+
+
+EDF_RATE = 256  # Hz: not the HMS 200 Hz, so reading must resample
+START = dt.datetime(2024, 3, 1, 22, 15, 0, tzinfo=dt.UTC)
+
+
+def edf_name(hms: str) -> str:
+    """How a clinical system might name an HMS channel: modern names, prefixes, references."""
+    modern = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+    if hms == "EKG":
+        return "ECG EKG"
+    return f"EEG {modern.get(hms, hms).upper()}-REF"
+
+
+def write_edf(path: Path, signals_uv: np.ndarray, drop: tuple[str, ...] = ()) -> Path:
+    """(time, 20) µV at 200 Hz -> an EDF at 256 Hz with clinical channel names, in volts."""
+    keep = [i for i, c in enumerate(EEG_CHANNELS) if c not in drop]
+    data = resample_poly(signals_uv[:, keep].astype(np.float64), EDF_RATE, SAMPLE_RATE, axis=0)
+    names = [edf_name(EEG_CHANNELS[i]) for i in keep]
+    types = ["ecg" if EEG_CHANNELS[i] == "EKG" else "eeg" for i in keep]
+    info = mne.create_info(names, EDF_RATE, types)
+    raw = mne.io.RawArray(data.T * 1e-6, info, verbose="error")
+    raw.set_meas_date(START)
+    # Extra channels a clinical file has and hms must ignore: a bipolar derivation, a photic one.
+    extra = mne.io.RawArray(
+        np.zeros((2, raw.n_times)), mne.create_info(["FP1-F7", "PHOTIC"], EDF_RATE, "misc"),
+        verbose="error",
+    )  # fmt: skip
+    raw.add_channels([extra], force_update_info=True)
+    mne.export.export_raw(path, raw, fmt="edf", overwrite=True, verbose="error")
+    return path
+
+
+# --------------------------------------------------------------------------- every family
+
+
+@pytest.fixture(scope="session")
+def family_run(tiny, tmp_path_factory) -> dict[str, Path]:
+    """A weights folder of every model family, as the main command writes it: ``python -m
+    hms.pipeline`` on the tiny built-in dataset with the seed ensemble (effnet_b0, resnet1d_gru,
+    multispec_b0, multispec_b1 with dataset normalisation, the feature baseline), the demo's
+    model sizes, test-time flip on, fold 0, one batch per stage."""
+    root, _ = tiny
+    work = tmp_path_factory.mktemp("family")
+    data = work / "data"
+    shutil.copytree(root, data)
+    out = work / "outputs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = [
+        sys.executable, "-m", "hms.pipeline", "experiment=tiny", f"data_dir={data}",
+        "synth_preset=null", "ensemble=seed", "folds=[0]", f"paths.output_dir={out}",
+        f"paths.cache_dir={work / 'cache'}",
+        'train_overrides=["debug=fast","data.batch_size=4","scale=demo","model.tta_flip=true"]',
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {"data": data, "weights": out / "ensembles" / "tiny" / "seed", "work": work}
+
+
+@pytest.fixture(scope="session")
+def family_onnx(family_run) -> Path:
+    """The ONNX export of ``family_run``'s weights folder, by the command."""
+    out = family_run["work"] / "onnx"
+    cmd = [sys.executable, "-m", "hms.export", "format=onnx",
+           f"weights_dir={family_run['weights']}", f"out_dir={out}"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+NO_TORCH = Path(__file__).with_name("no_torch.py")
+
+
+def run_without_torch(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m <args>`` in a process where torch, torchvision, torchaudio, Lightning and
+    timm cannot be imported (``tests/no_torch.py``), as on a machine without them."""
+    return subprocess.run(
+        [sys.executable, str(NO_TORCH), *args], capture_output=True, text=True, cwd=cwd,
+        timeout=900,
+    )  # fmt: skip

@@ -10,12 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mne
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.signal import resample_poly
 
 from hms.annotation import annotate, window_starts
 from hms.constants import CLASSES, CONSENSUS_NAMES, EEG_CHANNELS, SAMPLE_RATE, VOTE_COLUMNS
@@ -23,36 +21,7 @@ from hms.data.io import read_eeg, write_eeg_parquet
 from hms.data.recording import EEGRecording, canonical_channel, map_channels
 from hms.errors import HMSDataError
 from hms.submission import predict
-
-EDF_RATE = 256  # Hz: not the HMS 200 Hz, so reading must resample
-START = dt.datetime(2024, 3, 1, 22, 15, 0, tzinfo=dt.UTC)
-
-
-def edf_name(hms: str) -> str:
-    """How a clinical system might name an HMS channel: modern names, prefixes, references."""
-    modern = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
-    if hms == "EKG":
-        return "ECG EKG"
-    return f"EEG {modern.get(hms, hms).upper()}-REF"
-
-
-def write_edf(path: Path, signals_uv: np.ndarray, drop: tuple[str, ...] = ()) -> Path:
-    """(time, 20) µV at 200 Hz -> an EDF at 256 Hz with clinical channel names, in volts."""
-    keep = [i for i, c in enumerate(EEG_CHANNELS) if c not in drop]
-    data = resample_poly(signals_uv[:, keep].astype(np.float64), EDF_RATE, SAMPLE_RATE, axis=0)
-    names = [edf_name(EEG_CHANNELS[i]) for i in keep]
-    types = ["ecg" if EEG_CHANNELS[i] == "EKG" else "eeg" for i in keep]
-    info = mne.create_info(names, EDF_RATE, types)
-    raw = mne.io.RawArray(data.T * 1e-6, info, verbose="error")
-    raw.set_meas_date(START)
-    # Extra channels a clinical file has and hms must ignore: a bipolar derivation, a photic one.
-    extra = mne.io.RawArray(
-        np.zeros((2, raw.n_times)), mne.create_info(["FP1-F7", "PHOTIC"], EDF_RATE, "misc"),
-        verbose="error",
-    )  # fmt: skip
-    raw.add_channels([extra], force_update_info=True)
-    mne.export.export_raw(path, raw, fmt="edf", overwrite=True, verbose="error")
-    return path
+from tests.conftest import EDF_RATE, START, write_edf
 
 
 @pytest.fixture(scope="module")

@@ -439,30 +439,3 @@ def test_command_line(weights, tiny, tmp_path):
     assert "error: " in failed.stderr and "no ensemble.json" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert not (tmp_path / "failed.csv").exists()
-
-
-def test_torchscript_export_reproduces_predict(weights, tiny, tmp_path):
-    """hms.torchscript (python -m hms.export): TorchScript modules + export.json, run with torch
-    alone, give predict's probabilities on the same inputs."""
-    from hms.blend import read_ensemble
-    from hms.torchscript import EXPORT_FILE, export_ensemble, load_export, predict_export
-
-    root, _ = tiny
-    cache_dir = tmp_path / "cache"
-    sub = predict(root, weights, tmp_path / "sub.csv", device="cpu", cache_dir=cache_dir)
-    out = export_ensemble(weights, tmp_path / "export")
-    manifest = json.loads((out / EXPORT_FILE).read_text())
-    assert manifest["weights"] == WEIGHTS
-    assert manifest["members"]["resnet1d_gru"]["files"] == [
-        "resnet1d_gru/fold0.pt", "resnet1d_gru/fold1.pt",
-    ]  # fmt: skip
-    manifest, models = load_export(out)
-    data = read_ensemble(weights).data["resnet1d_gru"]
-    cache = HMSCache(
-        build_cache(root, cache_dir, "test", RecordingSettings(**data["recording"]), progress=False)
-    )
-    ds = CacheDataset(cache, window=WindowSettings(**data["window"]))
-    batch = default_collate([ds[i] for i in range(len(ds))])
-    probs = predict_export(manifest, models, batch["eeg"], batch["spec"])
-    np.testing.assert_allclose(probs, sub[list(VOTE_COLUMNS)].to_numpy(), atol=1e-5)
-    assert not list(tmp_path.glob(".export.*"))

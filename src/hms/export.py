@@ -1,10 +1,14 @@
-"""``python -m hms.export weights_dir=DIR out_dir=DIR [format=torchscript|kaggle]``.
+"""``python -m hms.export weights_dir=DIR out_dir=DIR [format=torchscript|onnx|kaggle]``.
 
 ``format=torchscript`` (the default): every fold checkpoint of a weights folder
 (``hms.ensemble``) becomes a TorchScript module that maps the model inputs to the six class
 probabilities, with ``export.json`` beside them, so that a notebook runs the ensemble with
 ``torch`` alone (``hms.torchscript`` does the work and describes the files; its ``load_export``
 and ``predict_export`` load and run such a folder).
+
+``format=onnx``: every fold checkpoint as an ONNX graph, the folder a weights folder in its own
+right that ``hms.predict`` and ``hms.annotate`` run with onnxruntime, without torch
+(``hms.onnx_export`` does the work and describes the folder).
 
 ``format=kaggle``: the offline Kaggle kit (``hms.kaggle_kit`` does the work and describes the
 folder): one folder to upload as a Kaggle dataset, whose notebook installs hms from its wheels
@@ -33,6 +37,12 @@ def torchscript(cfg: DictConfig) -> None:
     print(f"exported {n} TorchScript modules of {len(manifest['members'])} members to {out}")
 
 
+def onnx(cfg: DictConfig) -> None:
+    from hms.onnx_export import export_onnx
+
+    export_onnx(cfg.weights_dir, cfg.out_dir, opset=cfg.opset, atol=cfg.atol)
+
+
 def kaggle(cfg: DictConfig) -> None:
     from hms.kaggle_kit import build_kit
 
@@ -51,7 +61,11 @@ def kaggle(cfg: DictConfig) -> None:
     )
 
 
-EXPORTERS: dict[str, Callable[[DictConfig], None]] = {"torchscript": torchscript, "kaggle": kaggle}
+EXPORTERS: dict[str, Callable[[DictConfig], None]] = {
+    "torchscript": torchscript,
+    "onnx": onnx,
+    "kaggle": kaggle,
+}
 
 
 @hydra_main("export")

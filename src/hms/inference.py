@@ -116,6 +116,8 @@ class Backend(Protocol):
 
     def check(self, path: Path, member: MemberInfo) -> None: ...
 
+    def check_folder(self, folder: Path) -> None: ...
+
     def load(self, path: Path, member: MemberInfo, tta_flip: bool | None) -> Fold: ...
 
     def release(self) -> None: ...
@@ -127,8 +129,14 @@ def open_backend(kind: str, device: str = "auto", precision: str | int | None = 
         from hms.backends.onnx import OnnxBackend
 
         return OnnxBackend(device, precision)
-    from hms.backends.pytorch import TorchBackend
-
+    try:
+        from hms.backends.pytorch import TorchBackend
+    except ImportError as exc:  # a machine with the light install (docs/onnx.md)
+        raise HMSDataError(
+            None, f"this is a PyTorch weights folder, and torch cannot be imported here "
+            f"({exc}): install hms with torch, or run its ONNX export (python -m hms.export "
+            "format=onnx, on a machine with torch)",
+        ) from None  # fmt: skip
     return TorchBackend(device, precision)
 
 
@@ -196,6 +204,7 @@ def open_weights(
                     f"one {ENSEMBLE_FILE} records); build the folder again",
                 )
             backend.check(path, info)
+    backend.check_folder(weights_dir)
     return WeightsFolder(weights_dir, ensemble, infos, backend)
 
 

@@ -71,7 +71,7 @@ from packaging.utils import (
 
 import hms
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble
-from hms.data.io import atomic_dir, check_writable, file_digest
+from hms.data.io import atomic_dir, check_output_dir, file_digest
 from hms.errors import HMSDataError, HMSRunError
 from hms.inference import open_weights
 
@@ -905,15 +905,7 @@ def _check_kit_name(kit_name: Any) -> str:
 def check_out_dir(out_dir: Path, weights_dir: Path) -> None:
     """``out_dir`` must be writable and, when it exists, an earlier kit or empty (the new kit
     replaces it whole); never the weights folder or inside it."""
-    check_writable(out_dir, "kit folder", folder=True)
-    resolved, weights = out_dir.resolve(), weights_dir.resolve()
-    if resolved == weights or weights in resolved.parents:
-        raise HMSDataError(out_dir, "out_dir is (inside) the weights folder; choose another folder")
-    if out_dir.is_dir() and not (out_dir / KIT_FILE).is_file() and any(out_dir.iterdir()):
-        raise HMSDataError(
-            out_dir, f"out_dir holds other files (no {KIT_FILE}) and would be replaced; choose "
-            "an empty or new folder",
-        )  # fmt: skip
+    check_output_dir(out_dir, weights_dir, "kit folder", KIT_FILE)
 
 
 def build_kit(

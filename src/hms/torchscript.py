@@ -31,12 +31,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hms.blend import blend_members, read_ensemble
+from hms.backends.pytorch import open_checkpoints
+from hms.blend import blend_members
 from hms.constants import SPEC_WINDOW_ROWS, WINDOW_SAMPLES
-from hms.data.io import atomic_dir, check_writable
+from hms.data.io import atomic_dir, check_output_dir
 from hms.data.montage import get_montage
 from hms.errors import HMSDataError
-from hms.inference import WeightsFolder, fold_mean, open_weights
+from hms.inference import fold_mean
 from hms.models.base import HMSNet
 from hms.models.module import probabilities
 
@@ -58,35 +59,14 @@ class ProbabilityModel(nn.Module):
         return probabilities(self.net, batch, self.tta_flip, self.net.montage)
 
 
-def open_torch_weights(weights_dir: str | Path) -> WeightsFolder:
-    """A PyTorch weights folder opened on the CPU in float32, every checkpoint checked: what an
-    export reads (an exported folder is not exported again)."""
-    ensemble = read_ensemble(weights_dir)
-    if ensemble.backend != "torch":
-        raise HMSDataError(
-            Path(weights_dir), f"a {ensemble.backend} folder: export from the PyTorch weights "
-            "folder that hms.ensemble wrote",
-        )  # fmt: skip
-    return open_weights(weights_dir, "cpu", "32", ensemble)
-
-
 def export_ensemble(weights_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> Path:
     """Trace every checkpoint of ``weights_dir`` into ``out_dir`` (built aside, then renamed).
 
     ``out_dir`` is checked first: it must be writable and, when it exists, be an earlier export
     (an ``export.json`` there) or empty, since the new folder replaces it whole."""
-    weights_dir, out_dir = Path(weights_dir), Path(out_dir).expanduser()
-    check_writable(out_dir, "export folder", folder=True)
-    if out_dir.is_dir():
-        if out_dir.resolve() == weights_dir.resolve():
-            raise HMSDataError(out_dir, "out_dir is the weights folder; choose another folder")
-        if not (out_dir / EXPORT_FILE).is_file() and any(out_dir.iterdir()):
-            raise HMSDataError(
-                out_dir,
-                f"out_dir holds other files (no {EXPORT_FILE}) and would be replaced; choose "
-                "an empty or new folder",
-            )
-    weights = open_torch_weights(weights_dir)
+    weights_dir = Path(weights_dir)
+    out_dir = check_output_dir(out_dir, weights_dir, "TorchScript export", EXPORT_FILE)
+    weights = open_checkpoints(weights_dir)
     ensemble = weights.ensemble
     members: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:

@@ -65,6 +65,7 @@ def check_graph(path: Path, folder: Path, inputs: list[str], window: WindowSetti
     except Exception as exc:  # protobuf raises several types for a file that is not a graph
         raise HMSDataError(path, f"not an ONNX model ({type(exc).__name__}: {exc})") from None
     root = folder.resolve()
+    external: set[Path] = set()
     for tensor in model.graph.initializer:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
@@ -74,6 +75,7 @@ def check_graph(path: Path, folder: Path, inputs: list[str], window: WindowSetti
             raise HMSDataError(
                 path, f"external data {location!r} of {tensor.name!r} lies outside the folder"
             )
+        external.add(target)
     local = {f.domain for f in model.functions}
     domains = {n.domain for n in model.graph.node} | {
         n.domain for f in model.functions for n in f.node
@@ -101,6 +103,26 @@ def check_graph(path: Path, folder: Path, inputs: list[str], window: WindowSetti
         raise HMSDataError(
             path, f"graph outputs {outputs}, expected {OUTPUT!r} (batch, {N_CLASSES})"
         )
+    return external
+
+
+NOTES = frozenset({"README.md", "MODEL_CARD.md"})  # what else an ONNX folder may hold
+
+
+def check_folder(folder: Path, listed: set[Path]) -> None:
+    """An ONNX weights folder holds ``ensemble.json``, the files it names (graphs and their
+    external data) and notes (README.md, MODEL_CARD.md): anything else is refused, so that no
+    stray file rides along with a folder passed from hand to hand."""
+    allowed = {p.resolve() for p in listed} | {(folder / n).resolve() for n in NOTES}
+    allowed.add((folder / "ensemble.json").resolve())
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir():
+            continue
+        if path.is_symlink() or path.resolve() not in allowed:
+            raise HMSDataError(
+                path, "unexpected file in an ONNX weights folder (it holds ensemble.json, the "
+                "graphs it lists and README.md or MODEL_CARD.md; links are not followed)",
+            )  # fmt: skip
 
 
 class OnnxFold:
@@ -159,9 +181,14 @@ class OnnxBackend:
             )
         self.device = device
         self._ort = ort
+        self._listed: set[Path] = set()
 
     def check(self, path: Path, member: MemberInfo) -> None:
-        check_graph(path, member.folder, member.inputs, member.window)
+        self._listed |= {path, *check_graph(path, member.folder, member.inputs, member.window)}
+
+    def check_folder(self, folder: Path) -> None:
+        """After every file's check: nothing else in the folder."""
+        check_folder(folder, self._listed)
 
     def load(self, path: Path, member: MemberInfo, tta_flip: bool | None) -> OnnxFold:
         if tta_flip is not None:

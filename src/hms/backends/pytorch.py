@@ -26,7 +26,7 @@ from hms.errors import HMSDataError
 from hms.inference import PRECISIONS
 
 if TYPE_CHECKING:
-    from hms.inference import MemberInfo
+    from hms.inference import MemberInfo, WeightsFolder
     from hms.models.base import HMSNet
     from hms.models.module import HMSModule
 
@@ -220,6 +220,9 @@ class TorchBackend:
     def check(self, path: Path, member: MemberInfo) -> None:
         checkpoint_hparams(path, member.name)
 
+    def check_folder(self, folder: Path) -> None:
+        """A PyTorch folder may hold more (hms.ensemble's report, OOF blend)."""
+
     def load(self, path: Path, member: MemberInfo, tta_flip: bool | None) -> TorchFold:
         module = load_member_checkpoint(
             path, member.name, self.torch_device, tta_flip, member.window
@@ -230,3 +233,18 @@ class TorchBackend:
         """Give the device's cached memory back between folds."""
         if self.torch_device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def open_checkpoints(weights_dir: str | Path) -> WeightsFolder:
+    """A PyTorch weights folder opened on the CPU in float32, every checkpoint checked: what an
+    export reads (an exported folder is not exported again)."""
+    from hms.blend import read_ensemble
+    from hms.inference import open_weights
+
+    ensemble = read_ensemble(weights_dir)
+    if ensemble.backend != "torch":
+        raise HMSDataError(
+            Path(weights_dir), "this is an ONNX weights folder (an export): export from the "
+            "PyTorch weights folder that hms.ensemble wrote",
+        )  # fmt: skip
+    return open_weights(weights_dir, "cpu", "32", ensemble)

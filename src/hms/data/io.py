@@ -15,7 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     for kind in ("building", "old"):
         _remove_dead_leftovers(path.parent, f".{path.name}.{kind}-")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-{_owner_tag()}.", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # as a folder made by mkdir would be (mkdtemp makes it private)
     try:
         yield tmp
         old = path.parent / f".{path.name}.old-{_owner_tag()}"
@@ -135,6 +138,38 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_dir(
+    out_dir: str | Path,
+    source_dir: str | Path,
+    what: str,
+    marker: str,
+    earlier: Callable[[Path], bool] | None = None,
+) -> Path:
+    """A folder an export replaces whole: writable, never the source folder or inside it, and,
+    when it exists, empty or an earlier output of the same kind (its ``marker`` file is there
+    and, when given, ``earlier(out_dir)`` says it is one)."""
+    out_dir = Path(out_dir).expanduser()
+    check_writable(out_dir, what, folder=True)
+    resolved, source = out_dir.resolve(), Path(source_dir).expanduser().resolve()
+    if resolved == source or source in resolved.parents:
+        raise HMSDataError(
+            out_dir, "out_dir is the weights folder or inside it; choose another folder"
+        )
+    if resolved in source.parents:
+        raise HMSDataError(
+            out_dir, "out_dir holds the weights folder, which replacing it would delete; choose "
+            "another folder",
+        )  # fmt: skip
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return out_dir
+    if not (out_dir / marker).is_file() or (earlier is not None and not earlier(out_dir)):
+        raise HMSDataError(
+            out_dir, f"out_dir holds other files (no {marker} of a {what}) and would be "
+            "replaced; choose an empty or new folder",
+        )  # fmt: skip
+    return out_dir
 
 
 def file_digest(path: str | Path) -> dict[str, Any]:

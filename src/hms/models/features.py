@@ -97,7 +97,7 @@ def _standardise(x: Tensor) -> Tensor:
 def _autocorr_peak(x: Tensor, fs: float, min_s: float, max_s: float) -> tuple[Tensor, Tensor]:
     """Peak of the normalised autocorrelation of (..., T) sampled at ``fs`` over lags
     [min_s, max_s] seconds: its value and its lag in seconds."""
-    t = x.shape[-1]
+    t = int(x.shape[-1])  # a Python number also when traced (the window's length is fixed)
     lo, hi = round(min_s * fs), round(max_s * fs)
     n = 1 << (2 * t - 1).bit_length()  # zero-padded to a power of two >= 2t - 1: the circular
     spec = torch.fft.rfft(_standardise(x), n=n, dim=-1)  # correlation is the linear one, and

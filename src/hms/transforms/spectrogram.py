@@ -299,6 +299,7 @@ class Normalize(nn.Module):
         self.register_buffer("mean", torch.zeros(num_channels))
         self.register_buffer("std", torch.ones(num_channels))
         self.register_buffer("fitted", torch.tensor(False))
+        self.is_fitted = False  # the buffer's value as a Python bool: forward reads this one
 
     def set_stats(
         self, mean: float | Sequence[float] | Tensor, std: float | Sequence[float] | Tensor
@@ -311,7 +312,12 @@ class Normalize(nn.Module):
         self.mean.copy_(mean_t)
         self.std.copy_(std_t)
         self.fitted.fill_(True)
+        self.is_fitted = True
         return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.is_fitted = bool(self.fitted)  # a forward pass that is exported reads no tensor
 
     def reset_stats(self) -> None:
         """Starts a streaming fit: ``update_stats`` on each batch of maps, then ``finish_stats``."""
@@ -351,7 +357,7 @@ class Normalize(nn.Module):
             mean = maps.mean(dim=(1, 2, 3), keepdim=True)
             std = maps.std(dim=(1, 2, 3), keepdim=True)
             return (maps - mean) / (std + self.eps)
-        if not bool(self.fitted):
+        if not self.is_fitted:
             raise RuntimeError(
                 "Normalize(mode='dataset') has no statistics yet: call fit(...) or set_stats(...) "
                 "with training-fold data, or load a checkpoint that holds them"

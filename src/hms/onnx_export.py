@@ -1,0 +1,177 @@
+"""An ensemble as ONNX graphs: the work of ``python -m hms.export format=onnx``.
+
+Every fold checkpoint of a PyTorch weights folder (``hms.ensemble``) becomes one ONNX graph that
+maps the member's inputs to its six class probabilities, exported with ``torch.onnx.export``
+(the dynamo exporter, a recent opset, a dynamic batch) from the very modules training uses: the
+EEG spectrograms (one strided DFT convolution, ``hms.transforms.spectrogram``), the Kaggle
+spectrogram image, the normalisation (dataset statistics included), the network, the softmax and
+the left/right-flip TTA (``hms.models.module.probabilities``) are all inside the graph. The
+feature baseline goes the same way: its qEEG features (DFT matrices, ``hms.models.features``)
+and its trees (gathers over the node tables) are one graph, so running it needs neither torch nor
+LightGBM. The output folder is a weights folder in its own right (``hms.blend``)::
+
+    out_dir/
+        ensemble.json          "backend": "onnx"; the blend, each member's data settings and
+                               graph inputs, the graphs' SHA-256 and the source checkpoints'
+        <member>/fold<k>.onnx  inputs eeg (batch, channels, 10000) / spec (batch, 300, 400)
+                               float32 -> probabilities (batch, 6)
+
+``hms.predict`` and ``hms.annotate`` run it with onnxruntime through ``hms.inference`` (the ONNX
+backend, ``hms.backends.onnx``) without torch. Each graph is checked against its checkpoint when
+it is written: onnxruntime's probabilities on test batches of two sizes must equal PyTorch's
+within ``atol``, or the export is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import hms
+from hms.backends.onnx import OUTPUT, check_graph
+from hms.backends.pytorch import open_checkpoints
+from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble
+from hms.data.io import atomic_dir, atomic_path, check_output_dir, file_digest
+from hms.errors import HMSDataError, check_int
+from hms.models.base import HMSNet
+from hms.models.module import probabilities
+
+OPSET = 18
+PARITY_BATCHES = (4, 3)  # the batch traced, and another: the batch dimension must stay free
+
+
+class GraphModel(nn.Module):
+    """A trained network as the graph runs it: its inputs, in ``net.inputs`` order -> its
+    probabilities (softmax, averaged with the left/right mirror when ``tta_flip``)."""
+
+    def __init__(self, net: HMSNet, tta_flip: bool) -> None:
+        super().__init__()
+        self.net, self.tta_flip = net.eval(), bool(tta_flip)
+        self.names = tuple(net.inputs)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        batch = dict(zip(self.names, inputs, strict=True))
+        return probabilities(self.net, batch, self.tta_flip, self.net.montage)
+
+
+def export_graph(model: GraphModel, path: Path, opset: int = OPSET) -> None:
+    """One graph: a dynamic batch, weights inside the file, exported quietly."""
+    example = model.net.example_batch(PARITY_BATCHES[0])
+    args = tuple(example[k] for k in model.names)
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter's advice on its own internals
+        torch.onnx.export(
+            model, args, str(path), input_names=list(model.names), output_names=[OUTPUT],
+            dynamic_shapes={"inputs": tuple({0: batch} for _ in model.names)},
+            dynamo=True, opset_version=opset, optimize=True, external_data=False,
+            verbose=False,
+        )  # fmt: skip
+
+
+def graph_difference(model: GraphModel, path: Path) -> float:
+    """The largest difference between onnxruntime's and PyTorch's probabilities, on random
+    inputs of two batch sizes."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for seed, size in enumerate(PARITY_BATCHES):
+        example = model.net.example_batch(size, seed=seed + 1)
+        with torch.no_grad():
+            expected = model(*(example[k] for k in model.names)).numpy()
+        feed = {k: example[k].numpy() for k in model.names}
+        got = session.run([OUTPUT], feed)[0]
+        if got.shape != expected.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def _earlier_onnx_export(folder: Path) -> bool:
+    try:
+        return read_ensemble(folder).backend == "onnx"
+    except HMSDataError:
+        return False
+
+
+def export_onnx(
+    weights_dir: str | Path,
+    out_dir: str | Path,
+    opset: int = OPSET,
+    atol: float = 1e-4,
+    log: Any = print,
+) -> Path:
+    """Export every checkpoint of ``weights_dir`` to ``out_dir`` (built aside, then renamed).
+
+    ``out_dir`` is checked first: it must be writable, not the weights folder, and, when it
+    exists, empty or an earlier ONNX export (which the new folder replaces whole)."""
+    check_int("opset", opset, 17)
+    weights_dir = Path(weights_dir)
+    out_dir = check_output_dir(
+        out_dir, weights_dir, "folder of ONNX graphs", ENSEMBLE_FILE, _earlier_onnx_export
+    )
+    weights = open_checkpoints(weights_dir)
+    source = weights.ensemble
+    t0 = time.perf_counter()
+    checkpoints: dict[str, list[str]] = {}
+    inputs: dict[str, list[str]] = {}
+    sums: dict[str, dict[str, Any]] = {}
+    with atomic_dir(out_dir) as tmp:
+        for name, info in weights.members.items():
+            checkpoints[name] = []
+            for k, path in enumerate(info.files):
+                t = time.perf_counter()
+                module = weights.backend.load(path, info, None).module
+                model = GraphModel(module.net, module.hparams.tta_flip)
+                rel = f"{name}/{path.stem}.onnx"
+                (tmp / name).mkdir(exist_ok=True)
+                export_graph(model, tmp / rel, opset)
+                check_graph(tmp / rel, tmp, list(model.names), info.window)
+                diff = graph_difference(model, tmp / rel)
+                if not diff <= atol:
+                    raise HMSDataError(
+                        path, f"the exported graph's probabilities differ from the "
+                        f"checkpoint's by {diff:.2e} (more than {atol:g})",
+                    )  # fmt: skip
+                checkpoints[name].append(rel)
+                inputs[name] = list(model.names)
+                sums[rel] = {**file_digest(tmp / rel), "source": str(path.relative_to(weights_dir))}
+                log(
+                    f"[export] {name} fold {k + 1}/{len(info.files)} -> {rel} "
+                    f"({time.perf_counter() - t:.0f} s, max difference {diff:.1e})"
+                )
+        built_from = {
+            "checkpoints": sums,
+            "exported_from": {
+                "weights_dir": str(weights_dir.resolve()),
+                "checkpoints": {
+                    str(p.relative_to(weights_dir)): file_digest(p)["sha256"]
+                    for info in weights.members.values()
+                    for p in info.files
+                },
+                "opset": opset,
+                "torch": torch.__version__,
+                "atol": atol,
+            },
+        }
+        spec = EnsembleSpec(
+            name=source.name, weights=source.weights, checkpoints=checkpoints, data=source.data,
+            space=source.space, bias=source.bias, cv=source.cv, built_from=built_from,
+            backend="onnx", inputs=inputs, hms_version=hms.__version__,
+        )  # fmt: skip
+        with atomic_path(tmp / ENSEMBLE_FILE) as manifest:
+            manifest.write_text(json.dumps(spec.to_json(), indent=2))
+    n = sum(len(v) for v in checkpoints.values())
+    log(f"exported {n} ONNX graphs of {len(checkpoints)} members to {out_dir} "
+        f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    return out_dir
