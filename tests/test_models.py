@@ -7,12 +7,19 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
+from hms.cli import conf_dir, model_names
 from hms.metrics import kl_divergence
+from hms.models.base import HMSNet
 from hms.models.losses import kl_loss
+from hms.models.module import probabilities
+from hms.models.optim import build_optimizer
 from hms.models.pooling import centre_slice
 from hms.models.resnet1d_gru import ResNet1DGRU
 from hms.models.spec_cnn import SpecCNN
+from hms.training import check_config
 from hms.transforms import flip_batch, mirror_index
 
 SMALL_EEG_SPEC = {"n_mels": 32, "hop_length": 156}  # 32 x 64 maps
@@ -302,3 +309,91 @@ def test_vote_weight_is_n_over_n_plus_k() -> None:
     assert vote_weights(batch["n_votes"], unweighted) is None
     # the feature baseline's numpy votes get the same weights
     np.testing.assert_allclose(vote_weights(np.array([1, 6, 14]), k), [1 / 7, 0.5, 0.7])
+
+
+# --------------------------------------------------------------------------- every model config
+
+
+def demo_module(name: str):
+    """The module of ``conf/model/<name>.yaml`` at the demo's size (every model has one)."""
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}", "experiment=demo"])
+    check_config(cfg)  # its conf/model_scale/demo/<name>.yaml is there
+    torch.manual_seed(0)
+    return cfg, instantiate(cfg.model, _convert_="all")
+
+
+def labelled(batch: dict, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    n = next(iter(batch.values())).shape[0]
+    return {
+        **batch,
+        "target": torch.softmax(2 * torch.randn(n, 6, generator=g), dim=-1),
+        "n_votes": torch.full((n,), 5.0),
+        "index": torch.arange(n) + 1000 * seed,
+    }
+
+
+def fit_or_step(module) -> None:
+    """One training step of a gradient-trained network, or the one-pass fit of the other kind,
+    on random inputs of the shapes it reads."""
+    net: HMSNet = module.net
+    if net.needs_fitting:
+        net.fit_normalization([net.example_batch(8)])
+    if net.one_pass:
+        batches = [labelled(net.example_batch(64, seed=s), seed=s) for s in range(4)]
+        report = net.fit(net.collect(batches), {i: i % 20 for i in range(4000)})
+        assert report["n_samples"] == 256
+        return
+    before = [p.detach().clone() for p in module.parameters()]
+    optimizer = build_optimizer(module.hparams.optimizer, module)
+    module.train()
+    batch = labelled(net.example_batch(4))
+    loss = kl_loss(module(module.augment(batch)), batch["target"])
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_config_builds_trains_and_traces(name) -> None:
+    """Each conf/model/*.yaml: composed with the demo recipe, its network declares its inputs
+    and montage, takes a training step (or its one-pass fit), and its traced probabilities with
+    flip TTA equal the module's: what the exports rely on."""
+    cfg, module = demo_module(name)
+    net = module.net
+    assert isinstance(net, HMSNet) and net.montage == cfg.data.window.montage
+    assert net.inputs and set(net.inputs) <= {"eeg", "spec"}
+    fit_or_step(module)
+    module.eval()
+    batch = net.example_batch(3, seed=7)
+    encoded = net.encode(batch)
+    torch.testing.assert_close(net.body(encoded), net(batch))
+    with torch.no_grad():
+        expected = probabilities(net, batch, True, net.montage)
+        traced = torch.jit.trace(
+            lambda *xs: probabilities(net, dict(zip(net.inputs, xs, strict=True)), True,
+                                      net.montage),
+            tuple(batch[k] for k in net.inputs), check_trace=False,
+        )  # fmt: skip
+        torch.testing.assert_close(traced(*(batch[k] for k in net.inputs)), expected)
+    assert torch.allclose(expected.sum(dim=1), torch.ones(3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_config_exports_to_onnx(name, tmp_path) -> None:
+    """Each conf/model/*.yaml at the demo's size exports to an ONNX graph that onnxruntime runs
+    to PyTorch's probabilities (two batch sizes, flip TTA on)."""
+    from hms.backends.onnx import check_graph
+    from hms.data.preprocess import WindowSettings
+    from hms.onnx_export import GraphModel, export_graph, graph_difference
+
+    cfg, module = demo_module(name)
+    fit_or_step(module)
+    model = GraphModel(module.net, tta_flip=True)
+    export_graph(model, tmp_path / "g.onnx")
+    window = WindowSettings.from_dict(cfg.data.window)
+    check_graph(tmp_path / "g.onnx", tmp_path, list(model.names), window)
+    assert graph_difference(model, tmp_path / "g.onnx") <= 1e-4

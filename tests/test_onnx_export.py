@@ -34,7 +34,9 @@ def test_the_onnx_folder_is_a_weights_folder_of_every_member(family_run, family_
     assert set(built["exported_from"]["checkpoints"]) == {
         f for files in source.checkpoints.values() for f in files
     }
-    assert sorted(p.name for p in family_onnx.iterdir()) == sorted([ENSEMBLE_FILE, *onnx.members])
+    assert sorted(p.name for p in family_onnx.iterdir()) == sorted(
+        [ENSEMBLE_FILE, "README.md", *onnx.members]
+    )
 
 
 @pytest.mark.parametrize("split", ["kaggle", "built-in"])

@@ -97,6 +97,42 @@ def graph_difference(model: GraphModel, path: Path) -> float:
     return worst
 
 
+def folder_readme(spec: EnsembleSpec, source: Path) -> str:
+    """What a user outside hms needs to run the folder: the graphs' inputs, the preprocessing
+    to reproduce, the blend."""
+    lines = [
+        f"# {spec.name}: an hms ensemble as ONNX graphs",
+        "",
+        f"Exported by hms {hms.__version__} (`python -m hms.export format=onnx`) from "
+        f"`{source}`. `hms.predict` and `hms.annotate` run this folder with onnxruntime, without "
+        "torch; docs/onnx.md of hms describes it.",
+        "",
+        "Each `<member>/fold<k>.onnx` maps float32 inputs to `probabilities` (batch, 6: seizure, "
+        "LPD, GPD, LRDA, GRDA, other). `eeg` (batch, channels, 10000): a 50-s window at 200 Hz, "
+        "band-passed and in the montage of the member's `data` settings in ensemble.json, "
+        "clipped to +-clip_uv µV; `spec` (batch, 300, 400): the Kaggle spectrogram rows of the "
+        "10-min window (missing values 0). The spectrograms, normalisation, flip TTA and softmax "
+        "are inside the graphs.",
+        "",
+        f"Blend: the mean of each member's folds, then the weighted mean in {spec.space!r} space"
+        + (" with a per-class log bias" if spec.bias else "")
+        + ":",
+        "",
+        "| member | weight | inputs | folds | montage | filters |",
+        "| --- | ---: | --- | ---: | --- | --- |",
+    ]
+    for m in spec.members:
+        data = spec.data.get(m, {})
+        window, recording = data.get("window", {}), data.get("recording", {})
+        montage = window.get("montage", "double_banana")
+        filters = f"{recording.get('low_hz', 0.5)}-{recording.get('high_hz', 20.0)} Hz"
+        lines.append(
+            f"| {m} | {spec.weights[m]:.4f} | {', '.join(spec.inputs[m])} | "
+            f"{len(spec.checkpoints[m])} | {montage} | {filters} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _earlier_onnx_export(folder: Path) -> bool:
     try:
         return read_ensemble(folder).backend == "onnx"
@@ -171,6 +207,7 @@ def export_onnx(
         )  # fmt: skip
         with atomic_path(tmp / ENSEMBLE_FILE) as manifest:
             manifest.write_text(json.dumps(spec.to_json(), indent=2))
+        (tmp / "README.md").write_text(folder_readme(spec, weights_dir))
     n = sum(len(v) for v in checkpoints.values())
     log(f"exported {n} ONNX graphs of {len(checkpoints)} members to {out_dir} "
         f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
