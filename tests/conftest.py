@@ -189,6 +189,45 @@ def weights(tiny, tmp_path_factory) -> Path:
     return out
 
 
+_MEMBER_CHECKPOINTS: dict[str, bytes] = {}
+
+
+def member_module(model: str, seed: int = 0):
+    """An untrained ``HMSModule`` of ``model`` at the demo's size (no download); the feature
+    baseline gets one small tree, so that it predicts."""
+    from hms.backends.pytorch import module_class
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}", "pretrained=false", "scale=demo"])
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    kwargs.pop("_target_")
+    kwargs.pop("_recursive_", None)
+    import torch
+
+    torch.manual_seed(seed)
+    module = module_class()(**kwargs)
+    if module.net.one_pass:
+        tree = {"feature": np.array([0, 0, 0]), "threshold": np.array([0.5, 0, 0]),
+                "left": np.array([1, 1, 2]), "right": np.array([2, 1, 2]),
+                "value": np.array([0.0, -0.1, 0.1]), "depth": 1}  # fmt: skip
+        module.net.trees.set_trees([tree] * 6, list(range(6)))
+    return module
+
+
+def write_member_checkpoint(model: str, path: Path) -> Path:
+    """A real checkpoint of an untrained ``model`` (``member_module``), as hms.train writes it;
+    made once per model and session, then copied."""
+    if model not in _MEMBER_CHECKPOINTS:
+        from hms.training import save_module_checkpoint
+
+        scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"hms-member-{os.getpid()}-{model}.ckpt"
+        save_module_checkpoint(member_module(model), scratch)
+        _MEMBER_CHECKPOINTS[model] = scratch.read_bytes()
+        scratch.unlink()
+    path.write_bytes(_MEMBER_CHECKPOINTS[model])
+    return path
+
+
 # --------------------------------------------------------------------------- recordings
 
 

@@ -21,6 +21,8 @@ from hms.errors import HMSDataError
 from hms.metrics import kl_divergence
 from hms.runs import write_record
 
+from .conftest import write_member_checkpoint
+
 
 def dirichlet(rng, n, alpha=1.0):
     return rng.dirichlet(np.full(6, alpha), size=n)
@@ -85,7 +87,7 @@ def write_runs(root: Path, model: str, folds, n=30, seed=0, quality=0.0, targets
             frame[col] = t[:, i]
         frame["n_votes"] = np.where(np.arange(n) % 2, 12, 3)
         frame.to_parquet(run / "oof.parquet", index=False)
-        (run / "best.ckpt").write_bytes(f"{model} {fold}".encode())
+        write_member_checkpoint(model, run / "best.ckpt")
         cfg = OmegaConf.create(
             {
                 "experiment_name": "test",
@@ -143,7 +145,8 @@ def test_seed_ensemble_scores_fits_and_writes_a_weights_folder(tmp_path):
         "resnet1d_gru/fold0.ckpt",
         "resnet1d_gru/fold1.ckpt",
     ]
-    assert (tmp_path / "weights" / "resnet1d_gru" / "fold1.ckpt").read_bytes() == b"resnet1d_gru 1"
+    copied = (tmp_path / "weights" / "resnet1d_gru" / "fold1.ckpt").read_bytes()
+    assert copied == (runs / "resnet1d_gru" / "fold1" / "best.ckpt").read_bytes()
     assert spec.weights == pytest.approx(fitted, abs=1e-3) and spec.weights["features_gbm"] == 0
     assert spec.bias is not None and spec.data["effnet_b0"]["recording"] == {"low_hz": 0.5}
     oof = pd.read_parquet(tmp_path / "weights" / "oof_blend.parquet")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -290,14 +291,14 @@ def _no_ensemble_json(data: Path, weights: Path, tmp: Path) -> tuple[Path, Path,
 
 
 def _checkpoint_of_another_model(data: Path, weights: Path, tmp: Path) -> tuple[Path, Path, str]:
-    def edit(spec: dict) -> None:
-        spec["members"]["resnet1d_gru"]["checkpoints"][1] = "effnet_b0/fold0.ckpt"
-
+    variant = weights_variant(weights, tmp / "w", lambda spec: None)
+    (variant / "resnet1d_gru" / "fold1.ckpt").unlink()
+    shutil.copy(weights / "effnet_b0" / "fold0.ckpt", variant / "resnet1d_gru" / "fold1.ckpt")
     return (
         data,
-        weights_variant(weights, tmp / "w", edit),
-        r"fold0\.ckpt: checkpoint of model effnet_b0, but the ensemble lists it under member "
-        r"resnet1d_gru",
+        variant,
+        r"fold1\.ckpt: checkpoint of model 'effnet_b0', but the ensemble lists it under member "
+        r"'resnet1d_gru'",
     )
 
 

@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from hms.blend import read_ensemble
 from hms.constants import (
@@ -55,6 +54,7 @@ from hms.data.io import (
     atomic_dir,
     atomic_path,
     check_writable,
+    output_lock,
     write_csv,
     write_eeg_parquet,
     write_spectrogram_parquet,
@@ -64,12 +64,15 @@ from hms.data.recording import MISSING_MODES, EEGRecording
 from hms.data.spectrogram import kaggle_spectrogram, window_row_times
 from hms.errors import HMSDataError, check_choice, check_int
 from hms.inference import check_device, load_members, member_settings, open_weights
+from hms.progress import progress as progress_display
 from hms.report import timeline_figure
 
 FILTER_CONTEXT_S = 30.0  # filtered signal read on each side of a chunk (the 0.5-Hz high-pass)
 SPEC_HALF_S = SPEC_WINDOW_ROWS * SPEC_ROW_SECONDS / 2  # 300 s of spectrogram each side of centre
 SPEC_CONTEXT_S = SPEC_HALF_S + 3.0  # plus half a 1024-sample FFT window
-STRIP_OFFSETS_S = np.array([-4.0, -2.0, 0.0, 2.0, 4.0])  # the strip: rows over the central 10 s
+STRIP_OFFSETS_S = np.array([-4.0, -2.0, 0.0, 2.0, 4.0])
+# Windows of one timeline at most: 116 days at the default 10-s step (a week is 60,480).
+MAX_WINDOWS = 1_000_000  # the strip: rows over the central 10 s
 TIMELINE_FILE, FIGURE_FILE, SUMMARY_FILE, WINDOWS_DIR = (
     "timeline.csv", "timeline.png", "annotate.json", "windows",
 )  # fmt: skip
@@ -86,6 +89,13 @@ def window_starts(n_samples: int, step_s: float, path: Path | None = None) -> np
             f"recording lasts {n_samples / SAMPLE_RATE:.1f} s, shorter than one "
             f"{WINDOW_SAMPLES // SAMPLE_RATE}-s window",
         )
+    n_windows = (n_samples - WINDOW_SAMPLES) // step + 1
+    if n_windows > MAX_WINDOWS:
+        raise HMSDataError(
+            path, f"recording of {n_samples / SAMPLE_RATE / 3600:.1f} h at step_s={step_s:g} "
+            f"gives {n_windows:,} windows, more than the limit of {MAX_WINDOWS:,} (a timeline "
+            f"keeps about 2 kB per window); give a larger step_s",
+        )  # fmt: skip
     return np.arange(0, n_samples - WINDOW_SAMPLES + 1, step, dtype=np.int64)
 
 
@@ -191,93 +201,95 @@ def annotate(
     if rec.interpolated:
         print(f"note: {rec.path}: electrodes {rec.interpolated} absent, interpolated from others")
 
-    with_spec = needs_spec or export_windows  # the exported windows carry their 10-min rows
-    before = round(max(FILTER_CONTEXT_S, SPEC_CONTEXT_S if with_spec else 0.0) * SAMPLE_RATE)
-    after = before
-    n = len(starts)
-    probs = np.zeros((n, len(CLASSES)), np.float64)
-    strip = np.zeros((n, 400), np.float32)
-    member_probs = {m.name: np.zeros((n, len(CLASSES))) for m in members}
-    amplitude: list[float] = []
-    with contextlib.ExitStack() as stack:
-        export_folder = (
-            stack.enter_context(atomic_dir(out_dir / WINDOWS_DIR)) if export_windows else None
-        )  # renamed into place only when every window is written
-        bar = tqdm(total=n, desc="windows", unit="win", disable=not progress)
-        for k0 in range(0, n, chunk_windows):
-            ks = np.arange(k0, min(k0 + chunk_windows, n))
-            s = starts[ks]
-            a = max(0, int(s[0]) - before)
-            b = min(rec.n_samples, int(s[-1]) + WINDOW_SAMPLES + after)
-            raw = rec.read(a, b)
-            sd = raw.std(axis=0)
-            if not amplitude and (sd > 0).any():  # units check on the first chunk with signal
-                amplitude.append(float(np.median(sd[sd > 0])))
-            centres_s = (s + WINDOW_SAMPLES // 2) / SAMPLE_RATE
-            row_times = [centres_s[:, None] + STRIP_OFFSETS_S[None, :]]
-            rows_s = window_row_times(centres_s) if with_spec else None
-            if rows_s is not None:
-                row_times.append(rows_s)
-            times = np.concatenate(row_times, axis=1)
-            values, index = _spectrogram_rows(raw, a / SAMPLE_RATE, times, rec.duration_s)
-            n_strip = len(STRIP_OFFSETS_S)
-            strip[ks] = values[index[:, :n_strip]].mean(axis=1)
-            spec_index = index[:, n_strip:] if times.shape[1] > n_strip else None
-            filtered: dict[RecordingSettings, np.ndarray] = {}
-            for m in members:
-                if m.recording not in filtered:
-                    filtered[m.recording] = filtered_as_stored(raw, m.recording)
-                windows = RecordingWindows(
-                    filtered[m.recording], s - a, m.window,
-                    values if m.needs_spec else None, spec_index,
-                )  # fmt: skip
-                member_probs[m.name][ks] = m.predict(windows, batch_size)
-            probs[ks] = ensemble.blend({m.name: member_probs[m.name][ks] for m in members})
+    with output_lock(out_dir, "annotation folder"):  # one command writes it at a time
+        with_spec = needs_spec or export_windows  # the exported windows carry their 10-min rows
+        before = round(max(FILTER_CONTEXT_S, SPEC_CONTEXT_S if with_spec else 0.0) * SAMPLE_RATE)
+        after = before
+        n = len(starts)
+        probs = np.zeros((n, len(CLASSES)), np.float64)
+        strip = np.zeros((n, 400), np.float32)
+        member_probs = {m.name: np.zeros((n, len(CLASSES))) for m in members}
+        amplitude: list[float] = []
+        with contextlib.ExitStack() as stack:
+            export_folder = (
+                stack.enter_context(atomic_dir(out_dir / WINDOWS_DIR)) if export_windows else None
+            )  # renamed into place only when every window is written
+            bar = progress_display(total=n, desc="windows", unit="window", enabled=progress)
+            for k0 in range(0, n, chunk_windows):
+                ks = np.arange(k0, min(k0 + chunk_windows, n))
+                s = starts[ks]
+                a = max(0, int(s[0]) - before)
+                b = min(rec.n_samples, int(s[-1]) + WINDOW_SAMPLES + after)
+                raw = rec.read(a, b)
+                sd = raw.std(axis=0)
+                if not amplitude and (sd > 0).any():  # units check on the first chunk with signal
+                    amplitude.append(float(np.median(sd[sd > 0])))
+                centres_s = (s + WINDOW_SAMPLES // 2) / SAMPLE_RATE
+                row_times = [centres_s[:, None] + STRIP_OFFSETS_S[None, :]]
+                rows_s = window_row_times(centres_s) if with_spec else None
+                if rows_s is not None:
+                    row_times.append(rows_s)
+                times = np.concatenate(row_times, axis=1)
+                values, index = _spectrogram_rows(raw, a / SAMPLE_RATE, times, rec.duration_s)
+                n_strip = len(STRIP_OFFSETS_S)
+                strip[ks] = values[index[:, :n_strip]].mean(axis=1)
+                spec_index = index[:, n_strip:] if times.shape[1] > n_strip else None
+                filtered: dict[RecordingSettings, np.ndarray] = {}
+                for m in members:
+                    if m.recording not in filtered:
+                        filtered[m.recording] = filtered_as_stored(raw, m.recording)
+                    windows = RecordingWindows(
+                        filtered[m.recording], s - a, m.window,
+                        values if m.needs_spec else None, spec_index,
+                    )  # fmt: skip
+                    member_probs[m.name][ks] = m.predict(windows, batch_size)
+                probs[ks] = ensemble.blend({m.name: member_probs[m.name][ks] for m in members})
+                if export_folder is not None:
+                    inside = (rows_s >= 0) & (rows_s < rec.duration_s)
+                    _export_windows(
+                        export_folder, raw, a, s, int(ks[0]), values, index[:, n_strip:], inside
+                    )
+                bar.update(len(ks))
+                backend.release()
+            bar.close()
+            timeline = _timeline(rec, starts, probs)
             if export_folder is not None:
-                inside = (rows_s >= 0) & (rows_s < rec.duration_s)
-                _export_windows(
-                    export_folder, raw, a, s, int(ks[0]), values, index[:, n_strip:], inside
-                )
-            bar.update(len(ks))
-            backend.release()
-        bar.close()
-        timeline = _timeline(rec, starts, probs)
-        if export_folder is not None:
-            _export_tables(export_folder, timeline)
+                _export_tables(export_folder, timeline)
 
-    write_csv(timeline, out_dir / TIMELINE_FILE)
-    if amplitude and not 0.5 <= amplitude[0] <= 5000:
+        write_csv(timeline, out_dir / TIMELINE_FILE)
+        if amplitude and not 0.5 <= amplitude[0] <= 5000:
+            print(
+                f"warning: {rec.path}: median channel SD {amplitude[0]:.3g} µV after unit "
+                f"conversion; scalp EEG is usually 5-200 µV. If the file's units are wrong, give "
+                f"unit_scale=<µV per stored unit>"
+            )
+        if figure:
+            timeline_figure(timeline, strip, out_dir / FIGURE_FILE, title=rec.path.name)
+        summary: dict[str, Any] = {
+            "recording": rec.describe(),
+            "median_channel_sd_uv": amplitude[0] if amplitude else None,
+            "weights_dir": str(weights_dir),
+            "members": {m.name: len(m.folds) for m in members},
+            "weights": ensemble.weights,
+            "step_s": step_s,
+            "windows": n,
+            "backend": backend.name,
+            "device": backend.device,
+            "precision": backend.precision,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "outputs": [TIMELINE_FILE, *([FIGURE_FILE] if figure else [])]
+            + ([WINDOWS_DIR] if export_windows else []),
+        }
+        with atomic_path(out_dir / SUMMARY_FILE) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+        top = timeline["top_class"].value_counts()
         print(
-            f"warning: {rec.path}: median channel SD {amplitude[0]:.3g} µV after unit "
-            f"conversion; scalp EEG is usually 5-200 µV. If the file's units are wrong, give "
-            f"unit_scale=<µV per stored unit>"
+            f"{n} windows of {rec.path.name} ({rec.duration_s / 3600:.2f} h) -> {out_dir}: "
+            f"{len(members)} member(s), {backend.name} on {backend.device} {backend.precision}, "
+            f"{summary['seconds']:.1f} s; top classes "
+            + ", ".join(f"{k} {v}" for k, v in top.items())
         )
-    if figure:
-        timeline_figure(timeline, strip, out_dir / FIGURE_FILE, title=rec.path.name)
-    summary: dict[str, Any] = {
-        "recording": rec.describe(),
-        "median_channel_sd_uv": amplitude[0] if amplitude else None,
-        "weights_dir": str(weights_dir),
-        "members": {m.name: len(m.folds) for m in members},
-        "weights": ensemble.weights,
-        "step_s": step_s,
-        "windows": n,
-        "backend": backend.name,
-        "device": backend.device,
-        "precision": backend.precision,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "outputs": [TIMELINE_FILE, *([FIGURE_FILE] if figure else [])]
-        + ([WINDOWS_DIR] if export_windows else []),
-    }
-    with atomic_path(out_dir / SUMMARY_FILE) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
-    top = timeline["top_class"].value_counts()
-    print(
-        f"{n} windows of {rec.path.name} ({rec.duration_s / 3600:.2f} h) -> {out_dir}: "
-        f"{len(members)} member(s), {backend.name} on {backend.device} {backend.precision}, "
-        f"{summary['seconds']:.1f} s; top classes " + ", ".join(f"{k} {v}" for k, v in top.items())
-    )
-    return timeline
+        return timeline
 
 
 def _timeline(rec: EEGRecording, starts: np.ndarray, probs: np.ndarray) -> pd.DataFrame:

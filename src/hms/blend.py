@@ -26,11 +26,19 @@ A *weights folder* (``weights_dir``) is self-contained, so it can be uploaded as
 ``data.window`` of its runs), so prediction rebuilds exactly the training inputs. An ONNX
 folder (``python -m hms.export format=onnx``) has ``"backend": "onnx"``, lists ``.onnx`` files
 under ``checkpoints`` and gives each member its graph's ``inputs`` (``["eeg"]``, ...).
+
+A weights folder may come from a stranger: ``read_ensemble`` bounds the file before it is
+parsed and what it lists (``LIMITS``: its size, members, files per member and in all), and
+refuses a file listed twice, member names that are not plain names (they become folder names
+in exports), and numbers that are not finite.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +55,19 @@ SPACES = ("prob", "log")
 BACKENDS = {"torch": ".ckpt", "onnx": ".onnx"}  # a folder's kind and the suffix of its files
 INPUTS = ("eeg", "spec")
 _TINY = 1e-12
+# Bounds of a weights folder, checked before any file is read (hms.inference.open_weights).
+MAX_MANIFEST_BYTES = 4 * 1024**2  # ensemble.json of the seed ensemble: about 10 kB
+MAX_MEMBERS = 32
+MAX_FILES_PER_MEMBER = 64  # folds (times seeds) of one member
+MAX_FILES = 256
+LIMITS = {
+    "manifest bytes": MAX_MANIFEST_BYTES,
+    "members": MAX_MEMBERS,
+    "files per member": MAX_FILES_PER_MEMBER,
+    "files": MAX_FILES,
+}
+MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a folder name in every export
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def blend(
@@ -149,7 +170,7 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x)
 
 
-def _mapping(raw: Any, key: str, path: Path, what: str) -> dict:
+def object_field(raw: Any, key: str, path: Path, what: str) -> dict:
     """``raw[key]`` as a dict (absent or null: empty); anything else is refused."""
     value = raw.get(key)
     if value is None:
@@ -159,12 +180,150 @@ def _mapping(raw: Any, key: str, path: Path, what: str) -> dict:
     return dict(value)
 
 
+def read_json_bounded(path: Path, max_bytes: int, what: str) -> Any:
+    """A JSON file of at most ``max_bytes`` (checked before it is read), in any encoding JSON
+    allows (UTF-8, -16, -32, with or without a BOM); ``HMSDataError`` naming the file
+    otherwise (too large, not JSON, nested too deeply)."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise HMSDataError(
+            path, f"{size:,} bytes: larger than any {what} ({max_bytes:,} bytes at most)"
+        )
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]  # json.loads takes the UTF-16/32 BOMs, not UTF-8's
+        return json.loads(data)
+    except RecursionError:
+        raise HMSDataError(path, "not a readable JSON file: nested too deeply") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError among them
+        raise HMSDataError(path, f"not a readable JSON file: {exc}") from None
+
+
+def _duplicates(items: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({x for x in items if x in seen or seen.add(x)})  # type: ignore[func-returns-value]
+
+
+def check_blend(
+    raw: Mapping[str, Any], members: Mapping[str, Any], path: Path
+) -> tuple[dict[str, float], str, list[float] | None]:
+    """The blend of a manifest (``ensemble.json``, ``export.json``): ``(weights, space, bias)``,
+    its members within ``MAX_MEMBERS`` and plain names, one finite non-negative weight each
+    (a positive, finite sum), a known space, a bias of six numbers or none."""
+    if len(members) > MAX_MEMBERS:
+        raise HMSDataError(
+            path, f"{len(members)} members, more than the {MAX_MEMBERS} a weights folder may hold"
+        )
+    names = [m for m in members if not MEMBER_NAME.fullmatch(m)]
+    if names:
+        raise HMSDataError(
+            path, f"member names must be plain names (letters, digits, '.', '_', '-', at most "
+            f"64 characters, not starting with '.'), got {[n[:80] for n in names[:5]]}",
+        )  # fmt: skip
+    weights_raw = object_field(raw, "weights", path, "weights")
+    bad = {k[:80]: v for k, v in weights_raw.items() if not _is_number(v)}
+    if bad:
+        raise HMSDataError(path, f"weights must be numbers, got {dict(list(bad.items())[:5])}")
+    weights = {str(k): float(v) for k, v in weights_raw.items()}
+    if not weights or set(weights) != set(members):
+        raise HMSDataError(
+            path, f"weights {[k[:80] for k in sorted(weights)[:10]]} and members "
+            f"{sorted(members)[:10]} do not match",
+        )  # fmt: skip
+    total = sum(weights.values())  # inf when it overflows (math.fsum raises)
+    if any(w < 0 for w in weights.values()) or not 0 < total < math.inf:
+        raise HMSDataError(
+            path, f"weights must be non-negative with a positive, finite sum: {weights}"
+        )
+    space = raw.get("space", "prob")
+    if not isinstance(space, str) or space not in SPACES:
+        raise HMSDataError(path, f"space must be one of {SPACES}, got {str(space)[:80]!r}")
+    bias = raw.get("bias")
+    if bias is not None and (
+        not isinstance(bias, list) or len(bias) != N_CLASSES or not all(map(_is_number, bias))
+    ):
+        raise HMSDataError(
+            path, f"bias must be null or a list of {N_CLASSES} numbers, got {str(bias)[:200]}"
+        )
+    return weights, space, None if bias is None else [float(b) for b in bias]
+
+
+def check_member_files(
+    path: Path, folder: Path, member: str, files: Any, suffix: str, kind: str
+) -> list[str]:
+    """A member's files as a manifest lists them: a list of at most ``MAX_FILES_PER_MEMBER``
+    relative paths inside ``folder``, each once, each ending in ``suffix`` and present."""
+    if files is not None and not isinstance(files, list):
+        raise HMSDataError(
+            path, f"member {member!r}: checkpoints must be a list of paths, got "
+            f"{str(files)[:200]}",
+        )  # fmt: skip
+    files = list(files or [])
+    if not files:
+        raise HMSDataError(path, f"member {member!r} lists no checkpoint")
+    if len(files) > MAX_FILES_PER_MEMBER:
+        raise HMSDataError(
+            path, f"member {member!r} lists {len(files)} files, more than the "
+            f"{MAX_FILES_PER_MEMBER} a member may have",
+        )  # fmt: skip
+    if not all(isinstance(f, str) and f and "\x00" not in f for f in files):
+        raise HMSDataError(
+            path, f"member {member!r}: checkpoints must be paths (strings), got "
+            f"{str(files[:5])[:200]}",
+        )  # fmt: skip
+    outside = [  # relative paths below the folder only (a file there may be a symlink)
+        f for f in files if Path(f).is_absolute() or ".." in Path(f).parts
+    ]
+    if outside:  # a weights folder is self-contained: ensemble.json names nothing elsewhere
+        raise HMSDataError(
+            path, f"member {member!r}: checkpoints outside the weights folder: {outside[:5]}"
+        )
+    twice = _duplicates([os.path.normpath(f) for f in files])
+    if twice:
+        raise HMSDataError(
+            path, f"member {member!r} lists {twice[:5]} more than once (each fold file once)"
+        )
+    foreign = [f for f in files if Path(f).suffix != suffix]
+    if foreign:  # each kind of folder holds one kind of file, run by one backend
+        raise HMSDataError(
+            path, f"member {member!r}: files {foreign[:5]} in a {kind} folder (its files end "
+            f"in {suffix})",
+        )  # fmt: skip
+    try:
+        missing = [f for f in files if not (folder / f).is_file()]
+    except (OSError, ValueError) as exc:  # a name too long for the file system, ...
+        raise HMSDataError(
+            path, f"member {member!r}: checkpoints are not paths here ({exc})"
+        ) from None
+    if missing:
+        raise HMSDataError(folder, f"member {member!r}: checkpoints not found: {missing[:5]}")
+    return files
+
+
+def check_inputs(path: Path, member: str, inputs: Any) -> list[str]:
+    """A graph's inputs as a manifest lists them: some of ``INPUTS``, each once."""
+    if (
+        not isinstance(inputs, list)
+        or not inputs
+        or not all(isinstance(i, str) for i in inputs)
+        or not set(inputs) <= set(INPUTS)
+        or len(set(inputs)) != len(inputs)
+    ):
+        raise HMSDataError(
+            path, f"member {member!r}: inputs must list the graph's inputs among "
+            f"{list(INPUTS)}, got {str(inputs)[:200]}",
+        )  # fmt: skip
+    return list(inputs)
+
+
 def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
     """Read and check ``weights_dir/ensemble.json``; every checkpoint it names must exist.
 
     A file of another structure (a member that is not an object, a weight that is not a number,
-    checkpoints that are not a list of relative paths, ...) raises ``HMSDataError`` naming the
-    file and the field."""
+    checkpoints that are not a list of relative paths, ...), beyond the ``LIMITS``, or listing a
+    file twice raises ``HMSDataError`` naming the file and the field."""
     weights_dir = Path(weights_dir)
     path = weights_dir / ENSEMBLE_FILE
     if not weights_dir.is_dir():
@@ -174,46 +333,27 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
             weights_dir,
             f"no {ENSEMBLE_FILE} in this weights folder (write one with python -m hms.ensemble)",
         )
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise HMSDataError(path, f"not a readable JSON file: {exc}") from exc
+    raw = read_json_bounded(path, MAX_MANIFEST_BYTES, f"hms {ENSEMBLE_FILE}")
     if not isinstance(raw, Mapping) or raw.get("format") != FORMAT:
         raise HMSDataError(path, f"not an hms ensemble file of format {FORMAT}")
     name = raw.get("name", weights_dir.name)
     if not isinstance(name, str):
-        raise HMSDataError(path, f"name must be a string, got {name!r}")
-    members = _mapping(raw, "members", path, "members")
-    weights_raw = _mapping(raw, "weights", path, "weights")
-    bad = {k: v for k, v in weights_raw.items() if not _is_number(v)}
-    if bad:
-        raise HMSDataError(path, f"weights must be numbers, got {bad}")
-    weights = {str(k): float(v) for k, v in weights_raw.items()}
-    if not weights or set(weights) != set(members):
-        raise HMSDataError(
-            path, f"weights {sorted(weights)} and members {sorted(members)} do not match"
-        )
-    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        raise HMSDataError(path, f"weights must be non-negative with a positive sum: {weights}")
-    space = raw.get("space", "prob")
-    if space not in SPACES:
-        raise HMSDataError(path, f"space must be one of {SPACES}, got {space!r}")
-    bias = raw.get("bias")
-    if bias is not None and (
-        not isinstance(bias, list) or len(bias) != N_CLASSES or not all(map(_is_number, bias))
-    ):
-        raise HMSDataError(
-            path, f"bias must be null or a list of {N_CLASSES} numbers, got {bias!r}"
-        )
-    cv = _mapping(raw, "cv", path, "cv")
+        raise HMSDataError(path, f"name must be a string, got {str(name)[:80]!r}")
+    members = object_field(raw, "members", path, "members")
+    weights, space, bias = check_blend(raw, members, path)
+    cv = object_field(raw, "cv", path, "cv")
     backend = raw.get("backend", "torch")
-    if backend not in BACKENDS:
-        raise HMSDataError(path, f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise HMSDataError(
+            path, f"backend must be one of {sorted(BACKENDS)}, got {str(backend)[:80]!r}"
+        )
     suffix = BACKENDS[backend]
     inputs: dict[str, list[str]] = {}
     hms_version = raw.get("hms_version")
     if hms_version is not None and (not isinstance(hms_version, str) or not hms_version):
-        raise HMSDataError(path, f"hms_version must be a version string, got {hms_version!r}")
+        raise HMSDataError(
+            path, f"hms_version must be a version string, got {str(hms_version)[:80]!r}"
+        )
     checkpoints: dict[str, list[str]] = {}
     data: dict[str, dict[str, Any]] = {}
     for member_name, member in members.items():
@@ -222,60 +362,36 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
                 path, f"member {member_name!r} must be an object with checkpoints and data, got "
                 f"{type(member).__name__}",
             )  # fmt: skip
-        files = member.get("checkpoints")
-        if files is not None and not isinstance(files, list):
-            raise HMSDataError(
-                path, f"member {member_name!r}: checkpoints must be a list of paths, got {files!r}"
-            )
-        files = list(files or [])
-        if not files:
-            raise HMSDataError(path, f"member {member_name!r} lists no checkpoint")
-        if not all(isinstance(f, str) and f for f in files):
-            raise HMSDataError(
-                path, f"member {member_name!r}: checkpoints must be paths (strings), got {files}"
-            )
-        outside = [  # relative paths below the folder only (a file there may be a symlink)
-            f for f in files if Path(f).is_absolute() or ".." in Path(f).parts
-        ]
-        if outside:  # a weights folder is self-contained: ensemble.json names nothing elsewhere
-            raise HMSDataError(
-                path, f"member {member_name!r}: checkpoints outside the weights folder: {outside}"
-            )
-        foreign = [f for f in files if Path(f).suffix != suffix]
-        if foreign:  # each kind of folder holds one kind of file, run by one backend
-            raise HMSDataError(
-                path, f"member {member_name!r}: files {foreign} in a {backend} folder (its "
-                f"files end in {suffix})",
-            )  # fmt: skip
+        files = check_member_files(
+            path, weights_dir, member_name, member.get("checkpoints"), suffix, backend
+        )
         if backend == "onnx":
-            graph_inputs = member.get("inputs")
-            if (
-                not isinstance(graph_inputs, list)
-                or not graph_inputs
-                or not set(graph_inputs) <= set(INPUTS)
-                or len(set(graph_inputs)) != len(graph_inputs)
-            ):
-                raise HMSDataError(
-                    path, f"member {member_name!r}: inputs must list the graph's inputs among "
-                    f"{list(INPUTS)}, got {graph_inputs!r}",
-                )  # fmt: skip
-            inputs[str(member_name)] = list(graph_inputs)
-        missing = [f for f in files if not (weights_dir / f).is_file()]
-        if missing:
-            raise HMSDataError(
-                weights_dir, f"member {member_name!r}: checkpoints not found: {missing}"
-            )
-        member_data = _mapping(member, "data", path, f"member {member_name!r}: data")
+            inputs[member_name] = check_inputs(path, member_name, member.get("inputs"))
+        member_data = object_field(member, "data", path, f"member {member_name!r}: data")
         for block in ("recording", "window"):
-            _mapping(member_data, block, path, f"member {member_name!r}: data.{block}")
-        checkpoints[str(member_name)] = files
-        data[str(member_name)] = member_data
+            object_field(member_data, block, path, f"member {member_name!r}: data.{block}")
+        checkpoints[member_name] = files
+        data[member_name] = member_data
+    listed = [f for files in checkpoints.values() for f in files]
+    if len(listed) > MAX_FILES:
+        raise HMSDataError(
+            path, f"{len(listed)} files, more than the {MAX_FILES} a weights folder may hold"
+        )
+    twice = _duplicates([os.path.normpath(f) for f in listed])
+    if not twice:  # two names of one file (a link) are one file listed twice
+        twice = _duplicates([str((weights_dir / f).resolve()) for f in listed])
+    if twice:
+        raise HMSDataError(
+            path, f"files listed more than once (by two members, or as two names of one "
+            f"file): {twice[:5]}",
+        )  # fmt: skip
     built_from = raw.get("built_from")
     if built_from is not None:
         sums = built_from.get("checkpoints") if isinstance(built_from, Mapping) else None
-        listed = {f for files in checkpoints.values() for f in files}
         if not isinstance(sums, Mapping) or not all(
-            isinstance(sums.get(f), Mapping) and isinstance(sums[f].get("sha256"), str)
+            isinstance(sums.get(f), Mapping)
+            and isinstance(sums[f].get("sha256"), str)
+            and _SHA256.fullmatch(sums[f]["sha256"])
             for f in listed
         ):
             raise HMSDataError(
@@ -288,7 +404,7 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
         checkpoints=checkpoints,
         data=data,
         space=space,
-        bias=None if bias is None else [float(b) for b in bias],
+        bias=bias,
         cv=cv,
         built_from=None if built_from is None else dict(built_from),
         backend=backend,

@@ -38,9 +38,18 @@ from scipy.optimize import minimize
 
 import hms
 from hms import runs as run_records
-from hms.blend import ENSEMBLE_FILE, SPACES, EnsembleSpec, blend
+from hms.blend import (
+    ENSEMBLE_FILE,
+    MAX_FILES_PER_MEMBER,
+    MAX_MEMBERS,
+    MEMBER_NAME,
+    SPACES,
+    EnsembleSpec,
+    blend,
+    read_ensemble,
+)
 from hms.constants import HQ_VOTES, N_CLASSES, VOTE_COLUMNS
-from hms.data.io import atomic_dir, check_writable, file_digest, write_parquet
+from hms.data.io import atomic_dir, check_writable, file_digest, output_lock, write_parquet
 from hms.data.labels import TARGET_COLUMNS
 from hms.errors import HMSDataError, check_choice
 from hms.metrics import kl_per_row, kl_summary
@@ -215,6 +224,25 @@ def _member_data(run: Path) -> dict[str, Any]:
     }
 
 
+def check_member_runs(members: list[MemberRuns]) -> None:
+    """Each run's checkpoint checked as ``hms.predict`` checks the weights folder's, before any
+    score is computed or file copied (``hms.backends.pytorch.check_checkpoint``: bounded, its
+    tensors those of the network its hyperparameters build, finite), and the runs' settings."""
+    from hms.backends.pytorch import ExpectedState, check_checkpoint
+    from hms.data.preprocess import RecordingSettings, WindowSettings
+
+    built: dict[str, ExpectedState] = {}
+    for m in members:
+        for run in m.runs.values():
+            data = _member_data(run)
+            try:
+                RecordingSettings(**data["recording"])
+                window = WindowSettings.from_dict(data["window"])
+            except (TypeError, ValueError) as exc:
+                raise HMSDataError(run / "config.yaml", f"data settings: {exc}") from None
+            check_checkpoint(run / "best.ckpt", m.name, window, built)
+
+
 def write_weights_dir(
     ensemble: EnsembleSpec,
     members: list[MemberRuns],
@@ -244,6 +272,7 @@ def write_weights_dir(
         if extra is not None:
             extra(tmp)
         (tmp / ENSEMBLE_FILE).write_text(json.dumps(ensemble.to_json(), indent=2))
+        read_ensemble(tmp)  # what hms.predict reads: within its bounds, every file listed once
 
 
 # --------------------------------------------------------------------------- building
@@ -259,6 +288,11 @@ def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
     names = list(ecfg.members)
     if not names:
         raise HMSDataError(None, f"ensemble {ecfg.name!r} has no members")
+    if len(names) > MAX_MEMBERS or not all(MEMBER_NAME.fullmatch(str(n)) for n in names):
+        raise HMSDataError(
+            None, f"ensemble {ecfg.name!r}: at most {MAX_MEMBERS} members with plain names "
+            f"(letters, digits, '.', '_', '-'), got {names}",
+        )  # fmt: skip
     # The arguments and the output folder are checked before any run is read.
     check_choice("space", cfg.space, SPACES)
     check_choice("use", cfg.use, ("configured", "fitted"))
@@ -280,6 +314,21 @@ def build_ensemble(cfg: DictConfig) -> dict[str, Any]:
         member_cfg = ecfg.members[name] or {}
         member_dir = Path(member_cfg.get("runs") or Path(cfg.runs_dir) / name)
         members.append(load_member(name, member_dir, folds))
+    too_many = [m.name for m in members if len(m.runs) > MAX_FILES_PER_MEMBER]
+    if too_many:
+        raise HMSDataError(
+            None, f"members {too_many} have more than {MAX_FILES_PER_MEMBER} folds: choose "
+            "folds=[...]",
+        )  # fmt: skip
+    check_member_runs(members)
+    with output_lock(cfg.weights_dir, "weights folder"):
+        return _build(cfg, ecfg, names, members, t0)
+
+
+def _build(
+    cfg: DictConfig, ecfg: DictConfig, names: list[str], members: list[MemberRuns], t0: float
+) -> dict[str, Any]:
+    """The scores, the fitted weights and the weights folder of checked member runs."""
     rows = align_members(members)
     targets = rows[list(TARGET_COLUMNS)].to_numpy(np.float64)
     n_votes = rows["n_votes"].to_numpy()

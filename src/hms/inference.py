@@ -41,6 +41,7 @@ from hms.data.dataset import Windows, batches
 from hms.data.io import file_digest
 from hms.data.preprocess import RecordingSettings, WindowSettings
 from hms.errors import HMSDataError
+from hms.progress import progress as progress_display
 
 # --------------------------------------------------------------------------- settings
 
@@ -226,15 +227,13 @@ def fold_probs(
     desc: str = "predict",
 ) -> np.ndarray:
     """One fold's probabilities (len(dataset), 6) of every window, in dataset order."""
-    from tqdm.auto import tqdm
-
     n_rows = len(dataset)
     out = np.full((n_rows, N_CLASSES), np.nan)
     seen = np.zeros(n_rows, dtype=bool)
     total = -(-n_rows // batch_size)
-    for batch in tqdm(
+    for batch in progress_display(
         batches(dataset, batch_size, fold.inputs, num_workers),
-        total=total, desc=desc, disable=not progress, leave=False,
+        total=total, desc=desc, unit="batch", enabled=progress,
     ):  # fmt: skip
         index = np.asarray(batch["index"], dtype=np.int64)
         out[index] = fold(batch)

@@ -70,8 +70,8 @@ from packaging.utils import (
 )
 
 import hms
-from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble
-from hms.data.io import atomic_dir, check_output_dir, file_digest
+from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble, read_json_bounded
+from hms.data.io import atomic_dir, check_output_dir, file_digest, output_lock
 from hms.errors import HMSDataError, HMSRunError
 from hms.inference import open_weights
 
@@ -902,10 +902,75 @@ def _check_kit_name(kit_name: Any) -> str:
     return kit_name
 
 
+MAX_KIT_RECORD_BYTES = 1024**2  # hms_kit.json: about 10 kB
+MAX_KIT_WHEELS = 500
+_WHEEL_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.whl")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def kit_record_problems(record: Any) -> list[str]:
+    """What makes ``record`` (a parsed ``hms_kit.json``) not one that the kit's notebook can
+    trust: each field it reads, of its type; wheel files plain names inside ``wheels/`` with a
+    SHA-256; the weights folder a plain name inside the kit. The notebook runs the same checks
+    (``kaggle_files/submit.py``, ``read_kit``) before it reads anything else of the kit."""
+    if not isinstance(record, dict):
+        return ["not a JSON object"]
+    problems = []
+    if record.get("format") != KIT_FORMAT:
+        problems.append(f"format is not {KIT_FORMAT}")
+    for key in ("hms_version", "requires_python"):
+        if not isinstance(record.get(key), str):
+            problems.append(f"{key} is not a string")
+    target = record.get("target")
+    if not isinstance(target, dict) or not all(
+        isinstance(target.get(k), str) for k in ("description", "python_version")
+    ):
+        problems.append("target lacks its description or python_version")
+    wheels = record.get("wheels")
+    if not isinstance(wheels, list) or not 0 < len(wheels) <= MAX_KIT_WHEELS:
+        problems.append(f"wheels is not a list of 1 to {MAX_KIT_WHEELS} wheels")
+    else:
+        for wheel in wheels:
+            file = wheel.get("file") if isinstance(wheel, dict) else None
+            if not isinstance(file, str) or not _WHEEL_FILE.fullmatch(file):
+                problems.append(f"wheel file {str(file)[:80]!r} is not a wheel's name")
+            elif not isinstance(wheel.get("sha256"), str) or not _HEX64.fullmatch(wheel["sha256"]):
+                problems.append(f"wheel {file} has no SHA-256")
+            if len(problems) > 3:
+                break
+    weights = record.get("weights")
+    folder = weights.get("dir") if isinstance(weights, dict) else None
+    if not isinstance(folder, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", folder):
+        problems.append("weights.dir is not a folder name")
+    return problems
+
+
+def read_kit_record(kit_dir: str | Path) -> dict[str, Any]:
+    """A kit's ``hms_kit.json``, bounded (``MAX_KIT_RECORD_BYTES``) and checked
+    (``kit_record_problems``); ``HMSDataError`` naming the file otherwise."""
+    path = Path(kit_dir) / KIT_FILE
+    if not path.is_file():
+        raise HMSDataError(Path(kit_dir), f"no {KIT_FILE}: not a kit folder")
+    record = read_json_bounded(path, MAX_KIT_RECORD_BYTES, f"hms {KIT_FILE}")
+    problems = kit_record_problems(record)
+    if problems:
+        raise HMSDataError(path, f"not an hms kit record: {'; '.join(problems)}")
+    return record
+
+
+def _earlier_kit(folder: Path) -> bool:
+    try:
+        read_kit_record(folder)
+    except HMSDataError:
+        return False
+    return True
+
+
 def check_out_dir(out_dir: Path, weights_dir: Path) -> None:
-    """``out_dir`` must be writable and, when it exists, an earlier kit or empty (the new kit
-    replaces it whole); never the weights folder or inside it."""
-    check_output_dir(out_dir, weights_dir, "kit folder", KIT_FILE)
+    """``out_dir`` must be writable and, when it exists, an earlier kit (a valid
+    ``hms_kit.json``) or empty (the new kit replaces it whole); never the weights folder or
+    inside it."""
+    check_output_dir(out_dir, weights_dir, "kit folder", KIT_FILE, _earlier_kit)
 
 
 def build_kit(
@@ -943,7 +1008,7 @@ def build_kit(
     if spec.hms_version is None:
         log(f"[kit] note: {ENSEMBLE_FILE} does not record the hms version that wrote it (an "
             "older folder); the notebook cannot check it")  # fmt: skip
-    with atomic_dir(out_dir) as tmp:
+    with output_lock(out_dir, "kit folder"), atomic_dir(out_dir) as tmp:
         wheels = tmp / WHEELS_DIR
         wheels.mkdir()
         records: list[dict[str, Any]] = []
@@ -1000,6 +1065,9 @@ def build_kit(
                 "size": _size(tmp / WEIGHTS_DIR),
             },
         }
+        problems = kit_record_problems(json.loads(json.dumps(manifest)))
+        if problems:  # the notebook would refuse it: a bug of this builder, not bad input
+            raise RuntimeError(f"the kit's record is not one its notebook reads: {problems}")
         (tmp / README_FILE).write_text(readme(manifest))
         (tmp / KIT_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         tmp.chmod(0o777 & ~_umask())  # mkdtemp made it private; a kit is meant to be shared

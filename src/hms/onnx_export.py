@@ -40,7 +40,7 @@ import hms
 from hms.backends.onnx import OUTPUT, check_graph
 from hms.backends.pytorch import open_checkpoints
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble
-from hms.data.io import atomic_dir, atomic_path, check_output_dir, file_digest
+from hms.data.io import atomic_dir, atomic_path, check_output_dir, file_digest, output_lock
 from hms.errors import HMSDataError, check_int
 from hms.models.base import HMSNet
 from hms.models.module import probabilities
@@ -162,7 +162,7 @@ def export_onnx(
     checkpoints: dict[str, list[str]] = {}
     inputs: dict[str, list[str]] = {}
     sums: dict[str, dict[str, Any]] = {}
-    with atomic_dir(out_dir) as tmp:
+    with output_lock(out_dir, "export folder"), atomic_dir(out_dir) as tmp:
         for name, info in weights.members.items():
             checkpoints[name] = []
             for k, path in enumerate(info.files):

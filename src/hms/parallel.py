@@ -1,5 +1,5 @@
-"""One function over many jobs in worker processes, with a progress bar: the one process pool of
-hms (the cache build and the synthesis use it).
+"""One function over many jobs in worker processes, with progress (``hms.progress``: a bar on a
+terminal, lines in a log): the one process pool of hms (the cache build and the synthesis use it).
 
 ``concurrent.futures.ProcessPoolExecutor`` rather than ``multiprocessing.Pool``: when a worker
 dies (killed, out of memory, a bus error on a full disk) the pool breaks and ``run_jobs`` raises
@@ -15,9 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from hms.errors import HMSRunError
+from hms.progress import progress as progress_display
 
 
 def run_jobs(
@@ -35,7 +34,7 @@ def run_jobs(
     ``workers <= 1`` or there are fewer than ``min_jobs`` jobs). ``fn`` must be picklable (a
     module-level function); ``start_method="fork"`` is faster where nothing forbids it."""
     results: list = []
-    bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress, leave=False)
+    bar = progress_display(total=len(jobs), desc=desc, unit=unit, enabled=progress)
     try:
         if workers <= 1 or len(jobs) < min_jobs:
             for job in jobs:

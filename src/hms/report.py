@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.backend_bases import FigureCanvasBase
 
-from hms.blend import read_ensemble
 from hms.constants import (
     CHAIN_NAMES,
     CLASS_COLORS,
@@ -49,7 +48,7 @@ from hms.data.io import atomic_path, check_writable
 from hms.data.montage import bipolar_names
 from hms.data.sample import load_sample, sample_inputs
 from hms.errors import HMSDataError, check_int
-from hms.inference import load_members
+from hms.inference import WeightsFolder, load_members, open_weights
 from hms.metrics import kl_divergence, kl_per_row, kl_summary, kl_terms, normalize_votes
 
 LABELS = dict(zip(CLASSES, CONSENSUS_NAMES, strict=True))
@@ -78,16 +77,40 @@ def _time_axis(timeline: pd.DataFrame) -> tuple[np.ndarray, str, bool]:
     return centre / 60, "minutes from the start of the recording", False
 
 
+MAX_DRAWN_WINDOWS = 2000  # a timeline of more windows is drawn as means of consecutive ones
+
+
+def _drawn(x: np.ndarray, probs: np.ndarray, power: np.ndarray, n: int) -> tuple:
+    """``(x, probs, power, k)``: means of ``k`` consecutive windows when there are more than
+    ``MAX_DRAWN_WINDOWS`` (a week of 10-s steps is 60,480 windows: drawn whole, the strips
+    alone would be 24 million cells), each at its middle window's time."""
+    k = -(-n // MAX_DRAWN_WINDOWS)
+    if k <= 1:
+        return x, probs, power, 1
+    starts = np.arange(0, n, k)
+    counts = np.diff(np.append(starts, n))
+
+    def mean(a: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(a, starts, axis=0) / counts.reshape(-1, *[1] * (a.ndim - 1))
+
+    return x[starts + counts // 2], mean(probs), mean(power), k
+
+
 def timeline_figure(
     timeline: pd.DataFrame, strip: np.ndarray, path: str | Path, title: str = ""
 ) -> Path:
     """Stacked class probabilities over time above the four chains' spectrogram strip.
 
     ``strip`` is (windows, 400) Kaggle-style power (LL, RL, LP, RP x 100 bins) over each window's
-    central 10 s; it is drawn as log10 power, 0-20 Hz, one panel per chain.
+    central 10 s; it is drawn as log10 power, 0-20 Hz, one panel per chain. More than
+    ``MAX_DRAWN_WINDOWS`` windows are drawn as means of consecutive ones (the CSV keeps each).
     """
     x, xlabel, wall = _time_axis(timeline)
     probs = timeline[list(CLASSES)].to_numpy(np.float64)
+    n = len(timeline)
+    power = np.log10(np.maximum(strip.reshape(n, len(SPEC_REGIONS), -1), 1e-3))
+    step = float(np.median(np.diff(timeline["start_s"]))) if n > 1 else 0.0
+    x, probs, power, k = _drawn(x, probs, power, n)
     fig, axes = plt.subplots(
         5, 1, figsize=(13, 8.5), sharex=True, gridspec_kw={"height_ratios": [3, 1, 1, 1, 1]}
     )
@@ -99,14 +122,12 @@ def timeline_figure(
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")
     ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=9, title="pattern")
-    n = len(timeline)
-    step = float(np.median(np.diff(timeline["start_s"]))) if n > 1 else 0.0
+    drawn = f", drawn as means of {k}" if k > 1 else ""
     ax.set_title(
-        f"{title}  ({n} windows of {WINDOW_SECONDS} s every {step:g} s; each value is the "
-        f"central {LABEL_SECONDS} s)".strip(),
+        f"{title}  ({n} windows of {WINDOW_SECONDS} s every {step:g} s{drawn}; each value is "
+        f"the central {LABEL_SECONDS} s)".strip(),
         fontsize=10,
     )
-    power = np.log10(np.maximum(strip.reshape(n, len(SPEC_REGIONS), -1), 1e-3))
     lo, hi = np.percentile(power, [2, 98]) if power.size else (0.0, 1.0)
     freqs = np.asarray(SPEC_FREQS)
     keep = freqs <= 20.0
@@ -114,7 +135,7 @@ def timeline_figure(
     for ax, chain in zip(axes[1:], CHAIN_NAMES, strict=True):
         region = SPEC_REGIONS.index(chain)
         z = power[:, region, keep].T
-        if n > 1:
+        if len(x) > 1:
             image = ax.pcolormesh(
                 x, freqs[keep], z, shading="nearest", cmap="magma", vmin=lo, vmax=hi,
                 rasterized=True,
@@ -129,7 +150,8 @@ def timeline_figure(
         cbar.set_label("log10 power (µV²/Hz)")
     axes[-1].set_xlabel(xlabel)
     if wall:
-        axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+        days = len(x) > 1 and (x[-1] - x[0]) > np.timedelta64(1, "D")
+        axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%d %b %H:%M" if days else "%H:%M"))
     return save(fig, path)
 
 
@@ -308,9 +330,12 @@ def ensemble_report(
 # --------------------------------------------------------------------------- one sample
 
 
-def predict_sample(sample: dict, weights_dir: str | Path) -> tuple[np.ndarray, dict, object]:
+def predict_sample(
+    sample: dict, weights_dir: str | Path | WeightsFolder
+) -> tuple[np.ndarray, dict, object]:
     """The ensemble's probabilities for one sample, each member's, and the first image model
-    (the network of a PyTorch folder that looks at an image, with its inputs as tensors)."""
+    (the network of a PyTorch folder that looks at an image, with its inputs as tensors).
+    ``weights_dir``: a folder, or one opened (checked) by ``hms.inference.open_weights``."""
     weights, members = load_members(weights_dir, "cpu")
     per_member, image_model = {}, None
     for m in members:
@@ -366,16 +391,17 @@ def sample_figure(
         raise HMSDataError(
             path, f"unknown picture format {path.suffix!r}; use one of {sorted(formats)}"
         )
-    if weights_dir is not None:
-        read_ensemble(weights_dir)
+    weights = None
+    if weights_dir is not None:  # every file checked before the recording is read
+        weights = open_weights(weights_dir, "cpu")
     sample = load_sample(data_dir, eeg_id, sub_id)
     inputs = sample_inputs(sample)
     eeg = inputs["eeg"][0]
     start_s = sample["start"] / SAMPLE_RATE
     centre0 = start_s + (WINDOW_SECONDS - LABEL_SECONDS) / 2
     probs = per_member = image_model = None
-    if weights_dir is not None:
-        probs, per_member, image_model = predict_sample(sample, weights_dir)
+    if weights is not None:
+        probs, per_member, image_model = predict_sample(sample, weights)
 
     fig = plt.figure(figsize=(16, 13))
     grid = fig.add_gridspec(

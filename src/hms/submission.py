@@ -36,7 +36,13 @@ import pandas as pd
 
 from hms.blend import read_ensemble
 from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
-from hms.data.io import HMSLayout, check_writable, read_sample_submission, write_csv
+from hms.data.io import (
+    HMSLayout,
+    check_writable,
+    output_lock,
+    read_sample_submission,
+    write_csv,
+)
 from hms.data.preprocess import RecordingSettings
 from hms.errors import HMSDataError, check_int
 from hms.inference import check_device, open_weights, predict_member
@@ -165,6 +171,8 @@ def predict(
     run = [m for m in ensemble.members if return_members or ensemble.weights[m] > 0]
     member_probs: dict[str, np.ndarray] = {}
     with contextlib.ExitStack() as stack:
+        if out is not None:  # one command at a time writes a submission file
+            stack.enter_context(output_lock(out, "submission"))
         if cache_dir is None:
             cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="hms-predict-"))
         caches = _test_caches(layout, cache_dir, list(recording.values()), test, workers, progress)
@@ -173,15 +181,14 @@ def predict(
             member_probs[member] = predict_member(
                 weights, member, dataset, batch_size, tta_flip, num_workers, progress
             )
-    probs = ensemble.blend(member_probs)
-
-    frame = pd.DataFrame({"eeg_id": test["eeg_id"].to_numpy(np.int64)})
-    for i, col in enumerate(VOTE_COLUMNS):
-        frame[col] = probs[:, i]
-    frame = frame[columns]
-    _check_submission(frame, test, columns)
-    if out is not None:
-        write_csv(frame, out)
+        probs = ensemble.blend(member_probs)
+        frame = pd.DataFrame({"eeg_id": test["eeg_id"].to_numpy(np.int64)})
+        for i, col in enumerate(VOTE_COLUMNS):
+            frame[col] = probs[:, i]
+        frame = frame[columns]
+        _check_submission(frame, test, columns)
+        if out is not None:
+            write_csv(frame, out)
     n_folds = sum(len(checkpoints[m]) for m in run)
     per_member = ", ".join(f"{m} ({len(checkpoints[m])})" for m in run)
     print(

@@ -40,7 +40,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from hms import runs
@@ -51,6 +51,7 @@ from hms.data.labels import TARGET_COLUMNS
 from hms.errors import HMSDataError
 from hms.metrics import kl_summary
 from hms.models.module import HMSModule, predict_loader
+from hms.progress import is_terminal
 from hms.report import ensemble_report
 
 STAGES = runs.STAGE_DIRS
@@ -177,6 +178,46 @@ def _close_loggers(loggers: list, status: str) -> None:
             wandb.finish(exit_code=0 if status == "success" else 1)
 
 
+class EpochLines(ProgressBar):
+    """Lightning's progress where a redrawn bar would fill a log (stderr not a terminal,
+    ``hms.progress``): one line per epoch, with its losses and validation scores."""
+
+    SHOWN = ("train/loss_epoch", "val/loss", "val/kl", "val/kl_hq")
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label, self._enabled, self._start = label, True, time.monotonic()
+        self._validated = False  # validation ran this epoch (not every epoch does)
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start, self._validated = time.monotonic(), False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        shown = "  ".join(
+            f"{key.removesuffix('_epoch')} {float(metrics[key]):.4f}"
+            for key in self.SHOWN
+            if key in metrics and (self._validated or not key.startswith("val/"))
+        )
+        print(
+            f"{self.label} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {shown}  "
+            f"({time.monotonic() - self._start:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 @dataclass
 class Fitted:
     """How a stage was fitted: its trainer (None for a one-pass fit), the best checkpoint and the
@@ -213,11 +254,14 @@ def _fit_stage(
         save_last=True,
         auto_insert_metric_name=False,
     )
+    lines = []  # a line per epoch instead of Lightning's bar where stderr is not a terminal
+    if cfg.trainer.get("enable_progress_bar", True) and not is_terminal():
+        lines = [EpochLines(f"[{cfg.model.name} fold {cfg.fold}] {stage}")]
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         max_epochs=int(cfg[stage].epochs),
         logger=loggers or False,
-        callbacks=[*callbacks, checkpoint],
+        callbacks=[*callbacks, checkpoint, *lines],
         default_root_dir=str(run_dir),
     )
     module.train()  # the previous stage's OOF prediction left it in eval mode
@@ -292,13 +336,15 @@ def _write_outputs(
     """``best.ckpt``, ``oof.parquet``, the final scores in ``metrics.json`` and the report: the
     state after the ``last`` stage (rank 0 alone writes them)."""
     if trainer is not None and not trainer.is_global_zero:
-        trainer.save_checkpoint(run_dir / "best.ckpt")  # collective: rank 0 writes
+        trainer.save_checkpoint(
+            run_dir / "best.ckpt", weights_only=False
+        )  # collective: rank 0 writes
         return
     with atomic_path(run_dir / "best.ckpt") as tmp:
         if trainer is None:
             save_module_checkpoint(module, tmp)
         else:
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)  # as before: optimiser states too
     write_parquet(frames[last], run_dir / "oof.parquet")
     metrics["final"] = {k: metrics["stages"][last][k] for k in ("val/kl", "val/kl_hq")}
     write_json(metrics, run_dir / "metrics.json")

@@ -9,8 +9,10 @@ inside the graph.
 A folder from a stranger is input: before a session runs anything, each graph is checked
 (``check_graph``) for its size, that it parses without reading external data, that any
 external-data file it names lies inside the folder, that every operator comes from the standard
-ONNX domains (a custom-op library is never loaded), and that its inputs and output are those the
-manifest and the member's montage say. Sessions run on the CPU, or with the CUDA provider when it
+ONNX domains (a custom-op library is never loaded), that its inputs and output are those the
+manifest and the member's montage say, and that its weights (initializers) are bounded (nodes,
+tensors, elements: ``MAX_NODES``, ``MAX_INITIALIZER_ELEMENTS``), of the size their shapes say
+and, for floats, finite. Sessions run on the CPU, or with the CUDA provider when it
 is present and asked for (``device=auto`` or ``cuda``).
 """
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 SUFFIX = ".onnx"
 OUTPUT = "probabilities"
 MAX_GRAPH_BYTES = 2 * 1024**3  # protobuf's limit for one file
+MAX_NODES = 100_000  # hms's largest graph (multispec_b1 with flip TTA): about 3,000 nodes
+MAX_INITIALIZER_ELEMENTS = 2**28  # all the weights of one graph (hms's: under 10 million)
 # Operator domains onnxruntime implements itself; anything else would need a custom-op library.
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 PRECISIONS = ("auto", "32", "32-true")
@@ -50,6 +54,43 @@ def _dims(value_info) -> tuple[int | None, ...]:
     """A graph input's or output's shape: fixed sizes, None for symbolic ones."""
     dims = value_info.type.tensor_type.shape.dim
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+
+def _check_initializers(model, path: Path, folder: Path) -> None:
+    """Every initializer (a weight) and constant of a size its shape says, bounded in all; the
+    initializers finite when they are floats (a constant may be an infinity on purpose: a mask);
+    external data read from inside the folder only (checked before)."""
+    import onnx
+    from onnx import numpy_helper
+
+    total = 0
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+              onnx.TensorProto.BFLOAT16}  # fmt: skip
+    weights = list(model.graph.initializer)
+    tensors = weights + [
+        a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
+    ]
+    for tensor in tensors:
+        if any(d < 0 for d in tensor.dims):
+            raise HMSDataError(path, f"weight {tensor.name!r} has a negative dimension")
+        total += int(np.prod(tensor.dims, dtype=np.float64))
+        if total > MAX_INITIALIZER_ELEMENTS:
+            raise HMSDataError(
+                path, f"weights of more than {MAX_INITIALIZER_ELEMENTS:,} elements in all"
+            )
+    for i, tensor in enumerate(tensors):
+        try:
+            array = numpy_helper.to_array(tensor, base_dir=str(path.parent))
+        except Exception as exc:  # data of another size than the shape, an unknown type, ...
+            raise HMSDataError(
+                path, f"weight {tensor.name!r} cannot be read ({type(exc).__name__}: "
+                f"{str(exc)[:200]})",
+            ) from None  # fmt: skip
+        if tensor.data_type not in floats or i >= len(weights):
+            continue
+        values = array if array.dtype.kind == "f" else array.astype(np.float32)  # bfloat16
+        if not np.isfinite(values).all():
+            raise HMSDataError(path, f"weight {tensor.name!r} holds NaN or infinite values")
 
 
 def check_graph(path: Path, folder: Path, inputs: list[str], window: WindowSettings) -> None:
@@ -76,6 +117,9 @@ def check_graph(path: Path, folder: Path, inputs: list[str], window: WindowSetti
                 path, f"external data {location!r} of {tensor.name!r} lies outside the folder"
             )
         external.add(target)
+    n_nodes = len(model.graph.node) + sum(len(f.node) for f in model.functions)
+    if n_nodes > MAX_NODES:
+        raise HMSDataError(path, f"{n_nodes:,} nodes: more than any hms graph ({MAX_NODES:,})")
     local = {f.domain for f in model.functions}
     domains = {n.domain for n in model.graph.node} | {
         n.domain for f in model.functions for n in f.node
@@ -103,6 +147,7 @@ def check_graph(path: Path, folder: Path, inputs: list[str], window: WindowSetti
         raise HMSDataError(
             path, f"graph outputs {outputs}, expected {OUTPUT!r} (batch, {N_CLASSES})"
         )
+    _check_initializers(model, path, folder)
     return external
 
 

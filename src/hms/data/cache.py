@@ -17,8 +17,11 @@ folder into
 ``key`` hashes the settings that shape the arrays and a fingerprint of the inputs, so changing
 either builds a new cache beside the old one. The build writes into a temporary folder under a
 file lock and renames it into place at the end: an interrupted build leaves nothing a later run
-would trust. Readers hold only numpy index arrays and open the memory maps lazily, so a
-``DataLoader`` worker receives a few small arrays, not the data.
+would trust. The files are streamed (each worker reads one recording and writes its block into
+the memory map), so memory does not grow with the number of recordings; the disk does, and a
+build that would not fit is refused before any file is read (``check_space``). Readers hold only
+numpy index arrays and open the memory maps lazily, so a ``DataLoader`` worker receives a few
+small arrays, not the data.
 
 Filtered EEG beyond the storage type's range (+-65504 µV for float16: a recording in other units)
 is clipped to it rather than stored as infinity; the window preprocessing clips far below that.
@@ -58,7 +61,7 @@ from hms.data.io import HMSLayout, read_eeg, read_spectrogram, write_parquet
 from hms.data.labels import merge_samples
 from hms.data.preprocess import RecordingSettings, clip_to_dtype, preprocess_recording
 from hms.data.spectrogram import kaggle_spectrogram
-from hms.errors import HMSDataError
+from hms.errors import HMSDataError, HMSRunError
 from hms.parallel import run_jobs
 
 CACHE_VERSION = 1
@@ -256,6 +259,22 @@ def _computed_spec_job(args) -> tuple[int, float, float]:
     return i, float(start_s), float(1.0 - inside.mean())
 
 
+SPACE_MARGIN = 1.05  # the index files and the file system's own
+
+
+def check_space(folder: Path, needed: int, split: str) -> None:
+    """Refuse a build whose arrays would not fit on the cache's disk, before any file is read:
+    the arrays are files as large as their content (a test split of 100,000 EEGs is about 88
+    GB), and a disk that fills in the middle of a build ends it there."""
+    free = shutil.disk_usage(folder).free
+    if needed * SPACE_MARGIN > free:
+        raise HMSRunError(
+            f"{folder.parent}: the {split} cache needs about {needed * SPACE_MARGIN / 1e9:.1f} "
+            f"GB, but this disk has {free / 1e9:.1f} GB free; give cache_dir= a folder on a "
+            "larger disk"
+        )
+
+
 def _run(jobs, fn, workers: int, desc: str, progress: bool) -> list:
     start = "fork" if hasattr(os, "fork") else "spawn"
     return run_jobs(fn, jobs, workers, desc, "file", progress, start, chunksize=8, min_jobs=4)
@@ -340,6 +359,8 @@ def _build_into(
     eeg_spans["row"] = eeg_rows[:-1]
     total = int(eeg_rows[-1])
     dtype = np.dtype(settings.dtype)
+    n_rows = _spec_rows_needed(spec_spans)
+    check_space(out, total * N_CHANNELS * dtype.itemsize + int(n_rows.sum()) * N_SPEC * 4, split)
     np.memmap(out / "eeg.bin", dtype=dtype, mode="w+", shape=(max(total, 1), N_CHANNELS)).flush()
     jobs = [
         (i, layout.eeg(split, r.eeg_id), r.span_start, r.n_samples, r.row, out / "eeg.bin",
@@ -355,7 +376,6 @@ def _build_into(
     eeg_spans["n_flat_channels"] = flat[:, :-1].sum(axis=1)  # scalp channels only
 
     # Spectrograms: the rows the labels need, in spectrogram_id order.
-    n_rows = _spec_rows_needed(spec_spans)
     spec_rows = np.concatenate([[0], np.cumsum(n_rows)])
     spec_spans["n_rows"] = n_rows
     spec_spans["row"] = spec_rows[:-1]

@@ -2,13 +2,19 @@
 
 Every reader checks what the rest of hms relies on and raises ``HMSDataError`` naming the file and
 the problem: a missing file, an unreadable parquet, a missing or renamed column, a recording too
-short for its label offsets.
+short for its label offsets, a signal file larger than the limits (``MAX_EEG_ROWS``,
+``MAX_SPECTROGRAM_ROWS``: refused from its metadata, before it is read).
+
+Writes: ``atomic_path`` and ``atomic_dir`` (a temporary name, renamed when complete: a reader
+never sees half a file) and ``output_lock`` (one command at a time writes an output: a second is
+refused, naming the first).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import glob
 import hashlib
 import os
@@ -26,13 +32,14 @@ import pyarrow.parquet as pq
 
 from hms.constants import (
     EEG_CHANNELS,
+    SAMPLE_RATE,
     SPEC_COLUMNS,
     SUBMISSION_COLUMNS,
     TEST_COLUMNS,
     TRAIN_COLUMNS,
     VOTE_COLUMNS,
 )
-from hms.errors import HMSDataError
+from hms.errors import HMSDataError, HMSRunError
 
 # --------------------------------------------------------------------------- atomic writes
 
@@ -140,6 +147,69 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_HELD: set[Path] = set()  # outputs whose lock this process holds (a nested lock is the same)
+
+
+def output_lock_file(path: str | Path) -> Path:
+    """The lock file of an output: ``.<name>.lock`` beside it."""
+    path = Path(path).expanduser()
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path, what: str = "output") -> Iterator[None]:
+    """Hold the lock of an output (a file or a folder a command writes) for the block: a second
+    command writing the same output at once is refused at once (``HMSRunError``, exit status 1),
+    naming the process that holds it, instead of interleaving with it.
+
+    The lock is ``flock`` on ``.<name>.lock`` beside the output (created with the folders above
+    it, which are removed again when they are left empty); it dies with its process, so a killed
+    command never leaves an output locked, and the file is removed when the block ends. Nested
+    locks of one output in one process are one lock."""
+    path = Path(path).expanduser()
+    key = path.parent.resolve() / path.name
+    if key in _HELD:
+        yield
+        return
+    created = [a for a in (path.parent, *path.parent.parents) if not a.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = output_lock_file(path)
+    while True:
+        fh = lock.open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip()[:200] or "another process"
+            fh.close()
+            raise HMSRunError(
+                f"{path}: another hms command is writing this {what} ({holder}); wait for it "
+                "to end, or write elsewhere"
+            ) from None
+        try:  # its last holder may have removed the file between our open and our lock
+            same = os.fstat(fh.fileno()).st_ino == lock.stat().st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()
+    _HELD.add(key)
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        yield
+    finally:
+        _HELD.discard(key)
+        lock.unlink(missing_ok=True)  # while still holding it: a waiter then finds a new file
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+        for folder in created:  # deepest first: what the lock created and nothing filled
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def check_output_dir(
     out_dir: str | Path,
     source_dir: str | Path,
@@ -152,6 +222,8 @@ def check_output_dir(
     and, when given, ``earlier(out_dir)`` says it is one)."""
     out_dir = Path(out_dir).expanduser()
     check_writable(out_dir, what, folder=True)
+    if not Path(source_dir).expanduser().is_dir():
+        raise HMSDataError(source_dir, "weights folder not found")
     resolved, source = out_dir.resolve(), Path(source_dir).expanduser().resolve()
     if resolved == source or source in resolved.parents:
         raise HMSDataError(
@@ -250,12 +322,28 @@ def write_spectrogram_parquet(path: str | Path, times: np.ndarray, values: np.nd
 
 # --------------------------------------------------------------------------- parquet readers
 
+# A signal file is read whole (its columns as float32): larger ones are refused from their
+# metadata before anything is read. The longest real HMS EEG is about an hour (720,000 rows);
+# 12 h of 20 channels is 0.7 GB as float32, and the cache's filter holds a few copies of it.
+MAX_EEG_ROWS = 12 * 3600 * SAMPLE_RATE
+MAX_SPECTROGRAM_ROWS = 100_000  # rows every 2 s: 55 h (0.16 GB as float32)
+MAX_CSV_BYTES = 1024**3  # the competition's train.csv is 9 MB; a test.csv of 100,000 ids 3 MB
 
-def _read_parquet_columns(path: Path, required: Sequence[str], what: str) -> pa.Table:
+
+def _numeric(kind: pa.DataType) -> bool:
+    return pa.types.is_floating(kind) or pa.types.is_integer(kind)
+
+
+def _read_parquet_columns(
+    path: Path, required: Sequence[str], what: str, max_rows: int | None = None
+) -> pa.Table:
+    """The ``required`` columns of a parquet file, after its metadata said they are there, are
+    numeric and hold at most ``max_rows`` rows."""
     if not path.is_file():
         raise HMSDataError(path, f"{what} file not found")
     try:
-        schema = pq.read_schema(path)
+        meta = pq.read_metadata(path)
+        schema = meta.schema.to_arrow_schema()
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise HMSDataError(path, f"unreadable parquet ({type(exc).__name__}: {exc})") from exc
     missing = [c for c in required if c not in schema.names]
@@ -263,6 +351,16 @@ def _read_parquet_columns(path: Path, required: Sequence[str], what: str) -> pa.
         extra = [c for c in schema.names if c not in required and not c.startswith("__")]
         hint = f"; columns not expected: {extra[:10]}" if extra else ""
         raise HMSDataError(path, f"{what} is missing columns {missing}{hint}")
+    for name in required:
+        kinds = {f.type for f in schema if f.name == name}
+        if len(kinds) != 1 or not _numeric(next(iter(kinds))):
+            shown = ", ".join(sorted(str(k) for k in kinds))
+            raise HMSDataError(path, f"{what} column {name!r} is {shown}, not numeric")
+    if max_rows is not None and meta.num_rows > max_rows:
+        raise HMSDataError(
+            path, f"{what} has {meta.num_rows:,} rows, more than the limit of {max_rows:,} "
+            "(a signal file is read whole into memory); split the recording",
+        )  # fmt: skip
     try:
         return pq.read_table(path, columns=list(required))
     except Exception as exc:
@@ -273,16 +371,17 @@ def _table_to_float32(table: pa.Table, path: Path, what: str) -> np.ndarray:
     out = np.empty((table.num_rows, table.num_columns), dtype=np.float32)
     for i, name in enumerate(table.column_names):
         col = table.column(i)
-        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+        if not _numeric(col.type):
             raise HMSDataError(path, f"{what} column {name!r} is {col.type}, not numeric")
         out[:, i] = col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return out
 
 
 def read_eeg(path: str | Path, min_samples: int = 1) -> np.ndarray:
-    """Read an HMS EEG parquet: float32 (time, 20) µV in ``EEG_CHANNELS`` order, may hold NaN."""
+    """Read an HMS EEG parquet: float32 (time, 20) µV in ``EEG_CHANNELS`` order, may hold NaN.
+    A file of more than ``MAX_EEG_ROWS`` rows is refused before it is read."""
     path = Path(path)
-    table = _read_parquet_columns(path, EEG_CHANNELS, "EEG")
+    table = _read_parquet_columns(path, EEG_CHANNELS, "EEG", MAX_EEG_ROWS)
     if table.num_rows < min_samples:
         raise HMSDataError(
             path, f"EEG has {table.num_rows} samples, fewer than the {min_samples} needed"
@@ -291,14 +390,25 @@ def read_eeg(path: str | Path, min_samples: int = 1) -> np.ndarray:
 
 
 def read_spectrogram(path: str | Path, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Read a Kaggle spectrogram parquet: ``(time (rows,) int64, values (rows, 400) float32)``."""
+    """Read a Kaggle spectrogram parquet: ``(time (rows,) int64, values (rows, 400) float32)``.
+    Times must be finite whole seconds, increasing; a file of more than
+    ``MAX_SPECTROGRAM_ROWS`` rows is refused before it is read."""
     path = Path(path)
-    table = _read_parquet_columns(path, ("time", *SPEC_COLUMNS), "spectrogram")
+    table = _read_parquet_columns(
+        path, ("time", *SPEC_COLUMNS), "spectrogram", MAX_SPECTROGRAM_ROWS
+    )
     if table.num_rows < min_rows:
         raise HMSDataError(
             path, f"spectrogram has {table.num_rows} rows, fewer than the {min_rows} needed"
         )
-    times = table.column(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    raw = table.column(0).to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(raw.astype(np.float64))
+        if not finite.all() or (np.abs(raw.astype(np.float64)) > 2**53).any():
+            raise HMSDataError(path, "spectrogram column 'time' holds empty or huge values")
+    times = raw.astype(np.int64)
+    if len(times) > 1 and not (np.diff(times) > 0).all():
+        raise HMSDataError(path, "spectrogram column 'time' is not increasing")
     return times, _table_to_float32(table.drop_columns(["time"]), path, "spectrogram")
 
 
@@ -310,6 +420,12 @@ def read_csv_checked(path: str | Path, required: Sequence[str], what: str) -> pd
     path = Path(path)
     if not path.is_file():
         raise HMSDataError(path, f"{what} not found")
+    size = path.stat().st_size
+    if size > MAX_CSV_BYTES:
+        raise HMSDataError(
+            path, f"{what} is {size / 2**30:.1f} GiB, more than the limit of "
+            f"{MAX_CSV_BYTES / 2**30:.0f} GiB",
+        )  # fmt: skip
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError as exc:

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -81,9 +83,12 @@ def make_folds(train: pd.DataFrame, n_folds: int = 5, seed: int = 42) -> pd.Data
 
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     sample_fold = np.full(len(samples), -1, dtype=np.int64)
-    for fold, (_, val_idx) in enumerate(
-        splitter.split(samples, samples["consensus"], groups=samples["patient_id"])
-    ):
+    with warnings.catch_warnings():
+        # A consensus rarer than the folds cannot be spread over all of them: the folds stay
+        # patient-grouped and as stratified as they can be (scikit-learn's note is no news).
+        warnings.filterwarnings("ignore", "The least populated class in y has only", UserWarning)
+        splits = list(splitter.split(samples, samples["consensus"], groups=samples["patient_id"]))
+    for fold, (_, val_idx) in enumerate(splits):
         sample_fold[val_idx] = fold
     fold_of_sample = pd.Series(sample_fold, index=samples["sample_id"].to_numpy())
     label_fold = windows.set_index("label_id")["sample_id"].map(fold_of_sample)

@@ -13,25 +13,56 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from hms.constants import SAMPLE_RATE
 from hms.data.montage import DEFAULT_MONTAGE, get_montage, montage_name
 from hms.data.signal import ChannelQuality, bandpass, fill_nonfinite
+
+DTYPES = ("float16", "float32")  # what the cache may store signals as
+MAX_FILTER_ORDER = 16
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
 class RecordingSettings:
-    """Settings that shape the cached signals; changing any of them rebuilds the cache."""
+    """Settings that shape the cached signals; changing any of them rebuilds the cache.
+
+    Checked when made (``ValueError`` naming the setting): they also come from files of
+    strangers (a weights folder's ``ensemble.json``)."""
 
     low_hz: float | None = 0.5
     high_hz: float | None = 20.0
     filter_order: int = 4
     notch_hz: float | None = None
     dtype: str = "float16"  # storage type of the cached signals
+
+    def __post_init__(self) -> None:
+        nyquist = SAMPLE_RATE / 2
+        for name in ("low_hz", "high_hz", "notch_hz"):
+            value = getattr(self, name)
+            if value is not None and not (_number(value) and 0 <= value < nyquist):
+                raise ValueError(
+                    f"{name} must be null or a frequency in [0, {nyquist:g}) Hz, got {value!r}"
+                )
+        if self.low_hz and self.high_hz and not self.low_hz < self.high_hz:
+            raise ValueError(f"low_hz={self.low_hz} must be below high_hz={self.high_hz}")
+        order = self.filter_order
+        if isinstance(order, bool) or not isinstance(order, numbers.Integral):
+            raise ValueError(f"filter_order must be an integer, got {order!r}")
+        if not 1 <= order <= MAX_FILTER_ORDER:
+            raise ValueError(f"filter_order must be in 1..{MAX_FILTER_ORDER}, got {order}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
 
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode()
@@ -48,6 +79,10 @@ class WindowSettings:
 
     def __post_init__(self) -> None:
         get_montage(self.montage)  # an unknown name fails here, with the known ones
+        if self.clip_uv is not None and not (_number(self.clip_uv) and self.clip_uv > 0):
+            raise ValueError(f"clip_uv must be null or a positive number, got {self.clip_uv!r}")
+        if not (_number(self.scale) and self.scale != 0):
+            raise ValueError(f"scale must be a non-zero number, got {self.scale!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> WindowSettings:

@@ -22,6 +22,7 @@ absent.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ _PREFIX = re.compile(r"^(EEG|POL)[\s_:.-]*")
 _SPLIT = re.compile(r"[\s_:./-]+")
 MISSING_MODES = ("error", "interpolate")
 _RESAMPLE_PAD_S = 1.0  # context read on each side of a span for the resampling filter
+MIN_RATE_HZ, MAX_RATE_HZ = 50.0, 100_000.0  # the 0.5-20 Hz band needs 40 Hz at least
 
 
 def canonical_channel(name: str) -> str | None:
@@ -169,6 +171,11 @@ class EEGRecording:
             self._interp = interpolation_matrix(present_scalp, absent)
             self._interp_from = [self._columns.index(CHANNEL_INDEX[c]) for c in present_scalp]
             self._interp_to = [CHANNEL_INDEX[c] for c in absent]
+        if not (math.isfinite(self.sfreq) and MIN_RATE_HZ <= self.sfreq <= MAX_RATE_HZ):
+            raise HMSDataError(
+                self.path, f"sampling rate {self.sfreq:g} Hz: an EEG recording hms reads is "
+                f"sampled at {MIN_RATE_HZ:g} Hz to {MAX_RATE_HZ:g} Hz (the header may be damaged)",
+            )  # fmt: skip
         ratio = Fraction(SAMPLE_RATE / self.sfreq).limit_denominator(1000)
         if abs(float(ratio) - SAMPLE_RATE / self.sfreq) > 1e-9:
             raise HMSDataError(

@@ -25,6 +25,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -76,6 +77,59 @@ def output_tail(text, lines=12):
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def read_json(path, max_bytes, what):
+    """A JSON file of at most ``max_bytes``, or a stop naming it."""
+    if not path.is_file():
+        stop(f"{path} is missing: upload the kit folder again")
+    if path.stat().st_size > max_bytes:
+        stop(f"{path} is larger than any {what} ({max_bytes} bytes at most): upload the kit again")
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:
+        stop(f"{path} is not a readable {what} ({str(exc)[:200]}): upload the kit folder again")
+
+
+WHEEL_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]*\.whl"
+
+
+def kit_problems(record):
+    """What makes a kit record one this notebook cannot trust (hms.kaggle_kit checks the same
+    when it builds a kit): each field read below, of its type; wheel files plain names with a
+    SHA-256; the weights folder a plain name inside the kit."""
+    if not isinstance(record, dict):
+        return ["not a JSON object"]
+    problems = []
+    if record.get("format") != 1:
+        problems.append("format is not 1")
+    for key in ("hms_version", "requires_python"):
+        if not isinstance(record.get(key), str):
+            problems.append(f"{key} is not a string")
+    target = record.get("target")
+    if not isinstance(target, dict) or not all(
+        isinstance(target.get(k), str) for k in ("description", "python_version")
+    ):
+        problems.append("target lacks its description or python_version")
+    wheels = record.get("wheels")
+    if not isinstance(wheels, list) or not 0 < len(wheels) <= 500:
+        problems.append("wheels is not a list of 1 to 500 wheels")
+    else:
+        for wheel in wheels:
+            file = wheel.get("file") if isinstance(wheel, dict) else None
+            if not isinstance(file, str) or not re.fullmatch(WHEEL_NAME, file):
+                problems.append(f"wheel file {str(file)[:80]!r} is not a wheel's name")
+            elif not isinstance(wheel.get("sha256"), str) or not re.fullmatch(
+                r"[0-9a-f]{64}", wheel["sha256"]
+            ):
+                problems.append(f"wheel {file} has no SHA-256")
+            if len(problems) > 3:
+                break
+    weights = record.get("weights")
+    folder = weights.get("dir") if isinstance(weights, dict) else None
+    if not isinstance(folder, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", folder):
+        problems.append("weights.dir is not a folder name")
+    return problems
+
+
 print(f"input: {INPUT}  working: {WORKING}  Python {sys.version.split()[0]}")
 
 # %%
@@ -106,7 +160,18 @@ if not (DATA / "test.csv").is_file():
         )
     DATA = found[0]
     print(f"note: the competition data is at {DATA}")
-MANIFEST = json.loads((KIT / KIT_FILE).read_text())
+MANIFEST = read_json(KIT / KIT_FILE, 1024**2, "kit record")
+if kit_problems(MANIFEST):
+    stop(
+        f"{KIT / KIT_FILE} is not a record of an hms kit this notebook can run "
+        f"({'; '.join(kit_problems(MANIFEST))}): build the kit again (python -m hms.export "
+        "format=kaggle) and upload it whole"
+    )
+try:
+    SpecifierSet(MANIFEST["requires_python"])
+    [parse_wheel_filename(w["file"]) for w in MANIFEST["wheels"]]
+except ValueError as exc:  # InvalidSpecifier, InvalidWheelFilename
+    stop(f"{KIT / KIT_FILE}: {exc}: build the kit again and upload it whole")
 print(f"kit: {KIT} (hms {MANIFEST['hms_version']}, built for {MANIFEST['target']['description']})")
 print(f"competition data: {DATA}")
 
@@ -188,7 +253,8 @@ if probe.returncode != 0:
     stop(f"hms does not import after the install:\n{output_tail(probe.stderr)}")
 INSTALLED = probe.stdout.strip()
 WEIGHTS = KIT / MANIFEST["weights"]["dir"]
-written_by = json.loads((WEIGHTS / "ensemble.json").read_text()).get("hms_version")
+ensemble = read_json(WEIGHTS / "ensemble.json", 4 * 1024**2, "hms ensemble.json")
+written_by = ensemble.get("hms_version") if isinstance(ensemble, dict) else None
 if MANIFEST["hms_version"] != INSTALLED:
     stop(
         f"hms {INSTALLED} is installed, but the kit is of hms {MANIFEST['hms_version']}: an "
