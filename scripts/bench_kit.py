@@ -61,8 +61,7 @@ def write_weights(out: Path, name: str, folds: int) -> None:
     checkpoints, data = {}, {}
     for member in weights:
         overrides = [f"model={member}", "pretrained=false"]
-        if experiment:
-            overrides.append(f"experiment={experiment}")
+        overrides.append(f"experiment={experiment or 'null'}")  # null: the seed's sizes
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose("train", overrides=overrides)
         (out / member).mkdir(parents=True)

@@ -40,8 +40,7 @@ def write_weights(out: Path, folds: int, experiment: str | None) -> None:
     checkpoints, data = {}, {}
     for name in SEED:
         overrides = [f"model={name}", "pretrained=false"]
-        if experiment:
-            overrides.append(f"experiment={experiment}")
+        overrides.append(f"experiment={experiment or 'null'}")  # null: the seed's sizes
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose("train", overrides=overrides)
         (out / name).mkdir(parents=True)
