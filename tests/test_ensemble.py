@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -85,7 +86,13 @@ def write_runs(root: Path, model: str, folds, n=30, seed=0, quality=0.0, targets
             frame[col] = t[:, i]
         frame["n_votes"] = np.where(np.arange(n) % 2, 12, 3)
         frame.to_parquet(run / "oof.parquet", index=False)
-        (run / "best.ckpt").write_bytes(f"{model} {fold}".encode())
+        # the parts of a checkpoint a weights folder keeps, and training state it leaves out
+        torch.save(
+            {"state_dict": {"w": torch.full((2,), float(fold))},
+             "hyper_parameters": {"name": model, "net_class": "x"},
+             "optimizer_states": [{"state": {}}], "loops": {"fit": 1}},
+            run / "best.ckpt",
+        )  # fmt: skip
         cfg = OmegaConf.create(
             {
                 "experiment_name": "test",
@@ -143,7 +150,10 @@ def test_seed_ensemble_scores_fits_and_writes_a_weights_folder(tmp_path):
         "resnet1d_gru/fold0.ckpt",
         "resnet1d_gru/fold1.ckpt",
     ]
-    assert (tmp_path / "weights" / "resnet1d_gru" / "fold1.ckpt").read_bytes() == b"resnet1d_gru 1"
+    copied = torch.load(tmp_path / "weights" / "resnet1d_gru" / "fold1.ckpt", weights_only=True)
+    assert copied["hyper_parameters"]["name"] == "resnet1d_gru"  # the run's weights, fold 1's,
+    assert torch.equal(copied["state_dict"]["w"], torch.full((2,), 1.0))  # without the
+    assert not {"optimizer_states", "loops"} & set(copied)  # training state
     assert spec.weights == pytest.approx(fitted, abs=1e-3) and spec.weights["features_gbm"] == 0
     assert spec.bias is not None and spec.data["effnet_b0"]["recording"] == {"low_hz": 0.5}
     oof = pd.read_parquet(tmp_path / "weights" / "oof_blend.parquet")
@@ -155,7 +165,9 @@ def test_seed_ensemble_scores_fits_and_writes_a_weights_folder(tmp_path):
     assert "blend (fitted, CV by fold)" in page and "multispec_b1" in page
     assert summary["report"] == str(report / "report.html")
 
-    configured = build_ensemble(compose_ensemble(tmp_path, "use=configured", "space=log"))
+    configured = build_ensemble(
+        compose_ensemble(tmp_path, "ensemble=seed", "use=configured", "space=log")
+    )
     assert read_ensemble(tmp_path / "weights").weights == pytest.approx(
         {
             "effnet_b0": 0.5,
