@@ -47,7 +47,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from hms import runs
 from hms.constants import HQ_VOTES, VOTE_COLUMNS
 from hms.data.datamodule import HMSDataModule
-from hms.data.io import atomic_path, write_parquet
+from hms.data.io import atomic_path, file_digest, write_parquet
 from hms.data.labels import TARGET_COLUMNS
 from hms.errors import HMSDataError
 from hms.metrics import kl_summary
@@ -376,7 +376,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_refine(cfg)
 
 
-def _refine_sources(cfg: DictConfig) -> list[Path]:
+def refine_sources(cfg: DictConfig) -> list[Path]:
     """``refine.source``: one runs folder or a list of them."""
     source = cfg.refine.source
     if isinstance(source, str | Path):
@@ -394,7 +394,7 @@ def _check_refine(cfg: DictConfig) -> None:
             "model without refinement, or of other members>, e.g. "
             "outputs/runs/demo/resnet1d_gru",
         )
-    for source in _refine_sources(cfg):
+    for source in refine_sources(cfg):
         if Path(source).resolve() != Path(cfg.run_dir).resolve().parent:
             continue
         raise HMSDataError(
@@ -416,13 +416,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return _train(cfg, resume)
 
 
-def _data_identity(dm: HMSDataModule) -> dict[str, Any]:
+def refine_inputs(cfg: DictConfig) -> dict[str, str] | None:
+    """The SHA-256 of every stage-1 OOF file that refinement reads (None without refinement):
+    part of what a refined run was built from, so that a run refined from predictions that have
+    changed since is not taken for finished."""
+    if not cfg.refine.enabled:
+        return None
+    sums = {}
+    for source in refine_sources(cfg):
+        for path in sorted(Path(source).glob("fold*/oof_stage1.parquet")):
+            sums[str(path)] = file_digest(path)["sha256"]
+    return sums
+
+
+def _data_identity(cfg: DictConfig, dm: HMSDataModule) -> dict[str, Any]:
     """What a run was built from, for its completion record."""
-    return {
+    identity = {
         "train_inputs": dm.train_cache.manifest["inputs"],
         "cache": dm.train_cache.path.name,
         "folds": Path(dm.prepared.folds).name,
     }
+    refine = refine_inputs(cfg)
+    if refine is not None:
+        identity["refine_inputs"] = refine
+    return identity
 
 
 def _loggers(cfg: DictConfig) -> list:
@@ -453,7 +470,7 @@ def _train(cfg: DictConfig, resume: str | None) -> dict[str, Any]:
     if cfg.refine.enabled:
         below = cfg.refine.get("below_votes")
         targets = refined_targets(
-            dm, _refine_sources(cfg), float(cfg.refine.alpha), None if below is None else int(below)
+            dm, refine_sources(cfg), float(cfg.refine.alpha), None if below is None else int(below)
         )
     run_dir = _start_run(cfg, resume)  # checks passed: from here on the folder is this run's
 
@@ -502,7 +519,7 @@ def _train(cfg: DictConfig, resume: str | None) -> dict[str, Any]:
             )
         _write_outputs(cfg, run_dir, module, fitted.trainer, frames, metrics, stages[-1])
         if rank_zero_only.rank == 0:
-            runs.write_record(run_dir, cfg, _data_identity(dm))
+            runs.write_record(run_dir, cfg, _data_identity(cfg, dm))
         status = "success"
     finally:
         _close_loggers(loggers, status)
