@@ -33,15 +33,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-import hms
-from hms.blend import ENSEMBLE_FILE, EnsembleSpec
-from hms.cli import conf_dir
+from bench_weights import write_weights
+from hms.blend import ENSEMBLE_FILE
 from hms.kaggle_kit import COMPETITION, base_environment, network_cut, run_notebook
 
 ENSEMBLES = {
@@ -55,52 +50,10 @@ KAGGLE_LIMIT_S = 9 * 3600
 HERE = Path(__file__).resolve().parents[1]
 
 
-def write_weights(out: Path, name: str, folds: int) -> None:
+def write_ensemble(out: Path, name: str, folds: int) -> Path:
     """A weights folder of untrained networks of the ensemble ``name``, ``folds`` each."""
     weights, experiment = ENSEMBLES[name]
-    checkpoints, data = {}, {}
-    for member in weights:
-        overrides = [f"model={member}", "pretrained=false"]
-        if experiment:
-            overrides.append(f"experiment={experiment}")
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
-        (out / member).mkdir(parents=True)
-        checkpoints[member] = []
-        for fold in range(folds):
-            torch.manual_seed(fold)
-            module = instantiate(cfg.model, _convert_="all")
-            for norm in getattr(module.net, "norms", {}).values():
-                if getattr(norm, "mode", "") == "dataset":  # unit statistics: no fitting pass
-                    norm.set_stats(0.0, 1.0)
-            # What hms.train's best.ckpt holds besides the weights, at its size: the AdamW
-            # state (two moments per parameter), so that the kit's size is a trained one's.
-            params = [p for p in module.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(params, lr=0.0)
-            for p in params:
-                p.grad = torch.zeros_like(p)
-            optimizer.step()
-            rel = f"{member}/fold{fold}.ckpt"
-            torch.save(
-                {
-                    "state_dict": module.state_dict(),
-                    "optimizer_states": [optimizer.state_dict()],
-                    "hyper_parameters": dict(module.hparams),
-                    "pytorch-lightning_version": pl.__version__,
-                    "hms_stage": "stage2",
-                },
-                out / rel,
-            )
-            checkpoints[member].append(rel)
-        data[member] = {
-            "recording": OmegaConf.to_container(cfg.data.recording, resolve=True),
-            "window": OmegaConf.to_container(cfg.data.window, resolve=True),
-        }
-    spec = EnsembleSpec(
-        name=name, weights=weights, checkpoints=checkpoints, data=data,
-        hms_version=hms.__version__,
-    )  # fmt: skip
-    (out / ENSEMBLE_FILE).write_text(json.dumps(spec.to_json(), indent=2))
+    return write_weights(out, weights, folds, experiment, name=name)
 
 
 def size(path: Path) -> int:
@@ -181,7 +134,7 @@ def main() -> None:
     for name, k in zip(args.ensembles, folds, strict=True):
         weights = Path(given[name]) if name in given else args.work / f"weights-{name}-{k}"
         if name not in given and not (weights / ENSEMBLE_FILE).is_file():
-            write_weights(weights, name, k)
+            write_ensemble(weights, name, k)
         kit = args.work / f"kit-{name}"
         t0 = time.perf_counter()
         subprocess.run(

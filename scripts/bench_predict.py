@@ -10,12 +10,16 @@ reuses it, so the difference is the cost of preprocessing. Run from the reposito
 
     python scripts/bench_predict.py --data-dir data/demo --folds 5
     python scripts/bench_predict.py --data-dir data/demo --folds 5 --device cuda --batch-size 64
+    python scripts/bench_predict.py --data-dir data/demo --folds 1 --backends torch onnx
+
+``--backends torch onnx`` also exports the weights (``python -m hms.export format=onnx``) and
+times the ONNX folder run by onnxruntime on the same test split (the export is not timed);
+``--keep DIR`` keeps both weights folders (for ``scripts/bench_annotate.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -23,49 +27,33 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from hms.blend import ENSEMBLE_FILE, EnsembleSpec
-from hms.cli import conf_dir
+from bench_weights import write_weights
 from hms.submission import predict
 
 SEED = {"effnet_b0": 0.50, "resnet1d_gru": 0.15, "multispec_b0": 0.175, "multispec_b1": 0.175}
 
 
-def write_weights(out: Path, folds: int, experiment: str | None) -> None:
-    checkpoints, data = {}, {}
-    for name in SEED:
-        overrides = [f"model={name}", "pretrained=false"]
-        if experiment:
-            overrides.append(f"experiment={experiment}")
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
-        (out / name).mkdir(parents=True)
-        checkpoints[name] = []
-        for fold in range(folds):
-            torch.manual_seed(fold)
-            module = instantiate(cfg.model, _convert_="all")
-            if module.net.needs_fitting:  # statistics of random inputs: no pass over data
-                module.net.fit_normalization([module.net.example_batch(4)])
-            ckpt = {
-                "state_dict": module.state_dict(),
-                "hyper_parameters": dict(module.hparams),
-                "pytorch-lightning_version": pl.__version__,
-                "hms_stage": "stage2",
-            }
-            rel = f"{name}/fold{fold}.ckpt"
-            torch.save(ckpt, out / rel)
-            checkpoints[name].append(rel)
-        data[name] = {
-            "recording": OmegaConf.to_container(cfg.data.recording, resolve=True),
-            "window": OmegaConf.to_container(cfg.data.window, resolve=True),
-        }
-    ensemble = EnsembleSpec(name="seed", weights=SEED, checkpoints=checkpoints, data=data)
-    (out / ENSEMBLE_FILE).write_text(json.dumps(ensemble.to_json(), indent=2))
+def time_predict(args: argparse.Namespace, weights: Path, work: Path) -> list[float]:
+    """Two runs of predict: with the test cache built, and reusing it."""
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        predict(
+            args.data_dir,
+            weights,
+            work / "submission.csv",
+            device=args.device,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            tta_flip=None,  # the checkpoints' own setting (--tta-flip), exported with them
+            cache_dir=work / "cache",
+            workers=2,
+            progress=False,
+        )
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def main() -> None:
@@ -77,28 +65,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--tta-flip", action="store_true")
+    parser.add_argument(
+        "--backends", nargs="+", default=["torch"], choices=["torch", "onnx"],
+        help="onnx: the same weights exported (python -m hms.export format=onnx), run by "
+        "onnxruntime (the export's time is not counted)",
+    )  # fmt: skip
+    parser.add_argument("--keep", type=Path, default=None, help="keep the weights folders here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hms-bench-predict-") as tmp:
-        tmp = Path(tmp)
-        write_weights(tmp / "weights", args.folds, args.experiment)
+        work = args.keep or Path(tmp)
+        torch_weights = work / "weights"
+        write_weights(torch_weights, SEED, args.folds, args.experiment, args.tta_flip, "seed")
         n_test = len(pd.read_csv(args.data_dir / "test.csv"))
-        times = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            predict(
-                args.data_dir,
-                tmp / "weights",
-                tmp / "submission.csv",
-                device=args.device,
-                batch_size=args.batch_size,
-                num_workers=args.num_workers,
-                tta_flip=True if args.tta_flip else None,
-                cache_dir=tmp / "cache",
-                workers=2,
-                progress=False,
-            )
-            times.append(time.perf_counter() - t0)
+        results = {}
+        for backend in args.backends:
+            weights = torch_weights
+            if backend == "onnx":
+                from hms.onnx_export import export_onnx
+
+                weights = export_onnx(torch_weights, work / "onnx", log=lambda _: None)
+            results[backend] = time_predict(args, weights, work)
     device = (
         torch.cuda.get_device_name(0)
         if torch.cuda.is_available() and args.device != "cpu"
@@ -111,8 +98,13 @@ def main() -> None:
         f"seed ensemble, {n_ckpt} checkpoints ({args.folds} folds x 4 members), "
         f"sizes: {args.experiment or 'seed'}, tta_flip={args.tta_flip}, {n_test} test EEGs"
     )
-    print(f"with cache build: {times[0]:.1f} s = {n_test / times[0]:.2f} test EEGs/s")
-    print(f"cache reused:     {times[1]:.1f} s = {n_test / times[1]:.2f} test EEGs/s")
+    for backend, times in results.items():
+        print(
+            f"{backend}: with cache build: {times[0]:.1f} s = {n_test / times[0]:.2f} test EEGs/s"
+        )
+        print(
+            f"{backend}: cache reused:     {times[1]:.1f} s = {n_test / times[1]:.2f} test EEGs/s"
+        )
 
 
 if __name__ == "__main__":

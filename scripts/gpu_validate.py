@@ -17,9 +17,14 @@ one; ``--work`` keeps the data, cache and runs between calls):
 4. ``quality``: ``hms.pipeline experiment=gpu_seed ensemble=seed folds=[0]``: every member on
    fold 0 with the seed's recipe (both stages, from scratch: the machine has no network), then
    the test split predicted and scored beside the feature baseline, uniform and the floor.
-5. ``predict``: ``scripts/bench_predict.py`` (test EEGs/s of the whole seed ensemble) and
-   ``scripts/bench_annotate.py`` (windows/s of a 24-h EDF) on the device.
-6. ``report``: the JSON files of the results folder as the Markdown tables of
+5. ``correctness``: the EEG spectrogram on the device against the CPU's; one training step of
+   every member in bf16 autocast with channels-last against float32 (logits, loss, gradient);
+   the quality step's ensemble predicting the real Kaggle test sample on the device against the
+   CPU; its ONNX export (``hms.export format=onnx``) with onnxruntime's CUDA provider (when
+   installed) against PyTorch: the largest differences, each beside its tolerance.
+6. ``predict``: ``scripts/bench_predict.py`` (test EEGs/s of the whole seed ensemble, PyTorch and
+   its ONNX export) and ``scripts/bench_annotate.py`` (windows/s of a 24-h EDF) on the device.
+7. ``report``: the JSON files of the results folder as the Markdown tables of
    docs/benchmarks.md.
 
 ``--smoke`` runs the same steps on the tiny preset on the CPU with tiny settings, so the script
@@ -41,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("env", "data", "throughput", "quality", "predict", "report")
+STEPS = ("env", "data", "throughput", "quality", "correctness", "predict", "report")
 MEMBERS = ("effnet_b0", "resnet1d_gru", "multispec_b0", "multispec_b1")
 PACKAGES = (
     "torch", "onnxruntime", "pytorch-lightning", "timm", "hydra-core", "omegaconf", "numpy",
@@ -231,12 +236,105 @@ def step_quality(plan: Plan) -> dict[str, Any]:
     return {"seconds": seconds, "table": table, "runs": runs}
 
 
+# Tolerances of the correctness step: float32 against float32 on another device differs by
+# rounding; bf16 keeps 8 bits of mantissa, so its logits and losses move by about 1 %.
+TOLERANCES = {"spectrogram_db": 1e-2, "bf16_logits_rel": 5e-2, "bf16_loss_rel": 2e-2,
+              "predict_abs": 1e-4, "onnx_abs": 1e-4}  # fmt: skip
+
+
+def step_correctness(plan: Plan) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from hms.cli import conf_dir
+    from hms.models.losses import kl_loss
+    from hms.submission import predict
+    from hms.transforms import EEGSpectrogram
+
+    device = torch.device(plan.device)
+    out: dict[str, Any] = {"tolerances": TOLERANCES, "device": str(device)}
+    eeg = 30 * torch.randn(8, 16, 10_000, generator=torch.Generator().manual_seed(0))
+    spec = EEGSpectrogram()  # the seed's: 128 mel bands, 256 frames
+    with torch.no_grad():
+        on_device = spec.to(device).maps(eeg.to(device)).cpu()
+        on_cpu = spec.cpu().maps(eeg)
+    out["spectrogram_db"] = float((on_device - on_cpu).abs().max())
+
+    steps = {}
+    for model in plan.args.models:
+        overrides = [f"model={model}", "pretrained=false", "experiment=null"]
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=overrides)
+        results = {}
+        for name, bf16 in (("fp32", False), ("bf16_cl", True)):
+            torch.manual_seed(0)
+            module = instantiate(cfg.model, _convert_="all").to(device).train()
+            if bf16 and plan.device == "cuda":
+                module.net.to(memory_format=torch.channels_last)
+            net = module.net
+            batch = {k: v.to(device) for k, v in net.example_batch(4, seed=1).items()}
+            if net.needs_fitting:
+                net.fit_normalization([batch])
+            target = torch.softmax(torch.randn(4, 6, generator=torch.Generator().manual_seed(2)),
+                                   dim=-1).to(device)  # fmt: skip
+            dtype = torch.bfloat16 if bf16 else torch.float32
+            with torch.autocast(device.type, dtype=dtype, enabled=bf16):
+                torch.manual_seed(3)  # the same dropout masks
+                logits = module(batch).float()
+                loss = kl_loss(logits, target)
+            loss.backward()
+            grad = torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
+            results[name] = (logits.detach().cpu(), float(loss), grad.norm().item())
+        (l32, loss32, g32), (l16, loss16, g16) = results["fp32"], results["bf16_cl"]
+        steps[model] = {
+            "logits_rel": float((l16 - l32).abs().max() / l32.abs().max().clamp_min(1e-6)),
+            "loss_rel": abs(loss16 - loss32) / max(abs(loss32), 1e-6),
+            "grad_norm_rel": abs(g16 - g32) / max(g32, 1e-6),
+        }
+    out["training_step"] = steps
+
+    weights = plan.outputs / "ensembles" / f"validate_{plan.experiment}" / "seed"
+    kaggle = ROOT.parent / "shared" / "data" / "kaggle_samples"
+    if (weights / "ensemble.json").is_file() and (kaggle / "test.csv").is_file():
+        args = {"progress": False, "return_members": True}
+        _, cpu = predict(kaggle, weights, None, device="cpu", precision="32", **args)
+        _, dev = predict(kaggle, weights, None, device=plan.device, precision="32", **args)
+        out["predict_abs"] = max(float(np.abs(cpu[m] - dev[m]).max()) for m in cpu)
+        onnx_dir = plan.work / "onnx"
+        _run(
+            [sys.executable, "-m", "hms.export", "format=onnx", f"weights_dir={weights}",
+             f"out_dir={onnx_dir}"], plan.work / "logs" / "export_onnx.log",
+        )  # fmt: skip
+        import onnxruntime
+
+        cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        provider = plan.device if plan.device == "cpu" or cuda else None
+        out["onnx_provider"] = "CUDAExecutionProvider" if provider == "cuda" else (
+            "CPUExecutionProvider" if provider else "no CUDA provider (onnxruntime-gpu absent)"
+        )  # fmt: skip
+        if provider:
+            _, got = predict(kaggle, onnx_dir, None, device=provider, **args)
+            out["onnx_abs"] = max(float(np.abs(got[m] - dev[m]).max()) for m in dev)
+    failed = [
+        k for k, tol in TOLERANCES.items()
+        if k in out and not out[k] <= tol
+    ] + [
+        f"{m}.{k}" for m, r in steps.items() for k, v in r.items()
+        if not v <= TOLERANCES["bf16_logits_rel" if k == "logits_rel" else "bf16_loss_rel"]
+    ]  # fmt: skip
+    out["within_tolerance"] = not failed
+    out["outside_tolerance"] = failed
+    return out
+
+
 def step_predict(plan: Plan) -> dict[str, Any]:
     logs = plan.work / "logs"
     folds = "1" if plan.smoke else "5"
     predict_cmd = [
         sys.executable, "scripts/bench_predict.py", "--data-dir", str(plan.data),
-        "--folds", folds, "--device", plan.device,
+        "--folds", folds, "--device", plan.device, "--backends", "torch", "onnx",
     ]  # fmt: skip
     if plan.smoke:
         predict_cmd += ["--experiment", "tiny", "--num-workers", "0"]
@@ -244,11 +342,15 @@ def step_predict(plan: Plan) -> dict[str, Any]:
         predict_cmd += ["--batch-size", "64", "--num-workers", str(plan.args.loader_workers)]
     _run(predict_cmd, logs / "bench_predict.log")
     text = (logs / "bench_predict.log").read_text()
-    rates = {}
+    rates: dict[str, Any] = {}
     for line in text.splitlines():
+        backend, _, rest = line.partition(": ")
         for key, label in (("with cache build:", "with_cache_build"), ("cache reused:", "reused")):
-            if line.startswith(key):
-                rates[label] = float(line.split("=")[1].split()[0])
+            if rest.startswith(key) and backend in ("torch", "onnx"):
+                value = float(rest.split("=")[1].split()[0])
+                rates.setdefault(backend, {})[label] = value
+                if backend == "torch":
+                    rates[label] = value
     weights = plan.outputs / "ensembles" / f"validate_{plan.experiment}" / "seed"
     annotate: list[dict[str, Any]] = []
     if (weights / "ensemble.json").is_file():
@@ -315,6 +417,23 @@ def step_report(results: Path) -> str:
 
             lines.append(f"| {r['name']} | {num(r.get('cv'))} | {num(r.get('test'))} |")
         lines.append(f"\nTraining and scoring took {quality['seconds']:.0f} s.")
+    corr = load("correctness")
+    if corr:
+        tol = corr["tolerances"]
+        lines += ["", f"Correctness on {corr['device']} (tolerance in brackets): spectrogram "
+                  f"{corr['spectrogram_db']:.2e} dB [{tol['spectrogram_db']:g}]"]  # fmt: skip
+        for key in ("predict_abs", "onnx_abs"):
+            if key in corr:
+                lines.append(f"- {key}: {corr[key]:.2e} [{tol[key]:g}]")
+        if "onnx_provider" in corr:
+            lines.append(f"- ONNX provider: {corr['onnx_provider']}")
+        lines += ["", "| model | bf16+cl logits (rel) | loss (rel) | grad norm (rel) |",
+                  "| --- | ---: | ---: | ---: |"]  # fmt: skip
+        for m, r in corr["training_step"].items():
+            lines.append(f"| {m} | {r['logits_rel']:.2e} | {r['loss_rel']:.2e} | "
+                         f"{r['grad_norm_rel']:.2e} |")  # fmt: skip
+        lines.append(f"\nWithin tolerance: {corr['within_tolerance']} "
+                     f"{corr['outside_tolerance'] or ''}")  # fmt: skip
     pred = load("predict")
     if pred:
         rates = pred["test_eegs_per_s"]
@@ -322,6 +441,11 @@ def step_report(results: Path) -> str:
             f"\nPredict, whole seed ensemble: {rates.get('with_cache_build', 0):.1f} test EEGs/s "
             f"with the cache build, {rates.get('reused', 0):.1f} with the cache reused."
         )
+        if "onnx" in rates:
+            lines.append(
+                f"Its ONNX export with onnxruntime: {rates['onnx'].get('reused', 0):.1f} test "
+                "EEGs/s with the cache reused."
+            )
         for r in pred["annotate"]:
             lines.append(
                 f"Annotate {r['hours']:g} h: {r['windows']} windows, "
@@ -362,6 +486,7 @@ def main() -> int:
         "data": step_data,
         "throughput": step_throughput,
         "quality": step_quality,
+        "correctness": step_correctness,
         "predict": step_predict,
     }
     for name in args.steps:

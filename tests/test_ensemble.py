@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -16,7 +17,7 @@ from hms.blend import ENSEMBLE_FILE, blend, read_ensemble
 from hms.cli import conf_dir
 from hms.constants import VOTE_COLUMNS
 from hms.data.labels import TARGET_COLUMNS
-from hms.ensembling import build_ensemble, fit_weights, format_table
+from hms.ensembling import INFERENCE_KEYS, build_ensemble, fit_weights, format_table
 from hms.errors import HMSDataError
 from hms.metrics import kl_divergence
 from hms.runs import write_record
@@ -145,8 +146,11 @@ def test_seed_ensemble_scores_fits_and_writes_a_weights_folder(tmp_path):
         "resnet1d_gru/fold0.ckpt",
         "resnet1d_gru/fold1.ckpt",
     ]
-    copied = (tmp_path / "weights" / "resnet1d_gru" / "fold1.ckpt").read_bytes()
-    assert copied == (runs / "resnet1d_gru" / "fold1" / "best.ckpt").read_bytes()
+    copied = torch.load(tmp_path / "weights" / "resnet1d_gru" / "fold1.ckpt", weights_only=True)
+    source = torch.load(runs / "resnet1d_gru" / "fold1" / "best.ckpt", weights_only=True)
+    assert copied["hyper_parameters"] == source["hyper_parameters"]  # the run's weights, fold 1's,
+    assert all(torch.equal(v, source["state_dict"][k]) for k, v in copied["state_dict"].items())
+    assert set(copied) <= set(INFERENCE_KEYS)  # without training state
     assert spec.weights == pytest.approx(fitted, abs=1e-3) and spec.weights["features_gbm"] == 0
     assert spec.bias is not None and spec.data["effnet_b0"]["recording"] == {"low_hz": 0.5}
     oof = pd.read_parquet(tmp_path / "weights" / "oof_blend.parquet")
@@ -158,7 +162,9 @@ def test_seed_ensemble_scores_fits_and_writes_a_weights_folder(tmp_path):
     assert "blend (fitted, CV by fold)" in page and "multispec_b1" in page
     assert summary["report"] == str(report / "report.html")
 
-    configured = build_ensemble(compose_ensemble(tmp_path, "use=configured", "space=log"))
+    configured = build_ensemble(
+        compose_ensemble(tmp_path, "ensemble=seed", "use=configured", "space=log")
+    )
     assert read_ensemble(tmp_path / "weights").weights == pytest.approx(
         {
             "effnet_b0": 0.5,

@@ -23,7 +23,7 @@ def test_smoke_runs_every_step_and_reports(tmp_path):
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=900, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    for step in ("env", "data", "throughput", "quality", "predict"):
+    for step in ("env", "data", "throughput", "quality", "correctness", "predict"):
         assert (results / f"{step}.json").is_file(), step
     data = json.loads((results / "data.json").read_text())
     assert data["preset"] == "tiny" and data["counts"]["train_eegs"] == 30
@@ -35,8 +35,13 @@ def test_smoke_runs_every_step_and_reports(tmp_path):
     names = {r["name"] for r in quality["table"]}
     assert {"effnet_b0", "resnet1d_gru", "features_gbm", "uniform"} <= names
     assert all(0 < r["test"] < 5 for r in quality["table"] if r["name"] in MEMBER_ROWS)
+    correct = json.loads((results / "correctness.json").read_text())
+    assert correct["within_tolerance"], correct
+    assert set(correct["training_step"]) == set(MEMBER_ROWS[:4])
+    assert correct["predict_abs"] == 0 and correct["onnx_abs"] <= 1e-4  # on the CPU, smoke
     pred = json.loads((results / "predict.json").read_text())
     assert pred["test_eegs_per_s"]["reused"] > 0 and pred["annotate"][0]["windows"] > 0
+    assert pred["test_eegs_per_s"]["onnx"]["reused"] > 0
     report = (results / "report.md").read_text()
     assert "| effnet_b0 |" in report and "test EEGs/s" in report
 

@@ -100,8 +100,8 @@ def test_every_command_composes_with_paths_kaggle(command, tmp_path, monkeypatch
         "score": {"submission": f"{work}/submission.csv"},
         "synth": {"out_dir": f"{work}/data/demo"},
         "prepare": {"data_dir": f"{inp}/{COMPETITION}", "cache_dir": f"{work}/cache"},
-        "train": {"run_dir": f"{work}/outputs/runs/default/effnet_b0/fold0"},
-        "ensemble": {"weights_dir": f"{work}/outputs/ensembles/demo/seed"},
+        "train": {"run_dir": f"{work}/outputs/runs/demo/effnet_b0/fold0"},
+        "ensemble": {"weights_dir": f"{work}/outputs/ensembles/demo/demo"},
         "pipeline": {"data_dir": f"{work}/data/demo", "weights_dir": f"{work}/outputs/ensembles"
                      "/demo/demo"},
     }.get(command, {})  # fmt: skip

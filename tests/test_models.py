@@ -19,6 +19,7 @@ from hms.models.optim import build_optimizer
 from hms.models.pooling import centre_slice
 from hms.models.resnet1d_gru import ResNet1DGRU
 from hms.models.spec_cnn import SpecCNN
+from hms.torchscript import ProbabilityModel
 from hms.training import check_config
 from hms.transforms import flip_batch, mirror_index
 
@@ -323,6 +324,11 @@ def demo_module(name: str):
     return cfg, instantiate(cfg.model, _convert_="all")
 
 
+def spec_rows(n: int) -> dict:
+    """Kaggle rows for the exports' (eeg, spec) signature, whatever a network reads."""
+    return {"spec": torch.rand(n, 300, 400, generator=torch.Generator().manual_seed(3))}
+
+
 def labelled(batch: dict, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     n = next(iter(batch.values())).shape[0]
@@ -367,17 +373,13 @@ def test_every_model_config_builds_trains_and_traces(name) -> None:
     assert net.inputs and set(net.inputs) <= {"eeg", "spec"}
     fit_or_step(module)
     module.eval()
-    batch = net.example_batch(3, seed=7)
-    encoded = net.encode(batch)
-    torch.testing.assert_close(net.body(encoded), net(batch))
+    batch = {**net.example_batch(3, seed=7), **spec_rows(3)}
     with torch.no_grad():
+        torch.testing.assert_close(net.body(net.encode(batch)), net(batch))
         expected = probabilities(net, batch, True, net.montage)
-        traced = torch.jit.trace(
-            lambda *xs: probabilities(net, dict(zip(net.inputs, xs, strict=True)), True,
-                                      net.montage),
-            tuple(batch[k] for k in net.inputs), check_trace=False,
-        )  # fmt: skip
-        torch.testing.assert_close(traced(*(batch[k] for k in net.inputs)), expected)
+        wrapped = ProbabilityModel(net, tta_flip=True)  # what the TorchScript export traces
+        traced = torch.jit.trace(wrapped, (batch["eeg"], batch["spec"]), check_trace=False)
+        torch.testing.assert_close(traced(batch["eeg"], batch["spec"]), expected)
     assert torch.allclose(expected.sum(dim=1), torch.ones(3))
 
 

@@ -145,6 +145,19 @@ def test_power_is_the_stft_power(settings: dict) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * float(expected.max()))
 
 
+def test_a_crop_is_the_central_frames_of_the_whole_window() -> None:
+    """``crop_s`` computes only the frames centred on the central seconds: the same values as
+    those frames of the whole window's spectrogram (no dB floor, which depends on the span)."""
+    settings = {"n_fft": 256, "n_mels": 16, "hop_length": 60, "top_db": None}
+    x = noise_eeg(2)
+    crop = EEGSpectrogram(**settings, crop_s=20).maps(x)  # starts at 15 s = frame 50
+    whole = EEGSpectrogram(**settings).maps(x)
+    assert crop.shape[-1] == 20 * SAMPLE_RATE // 60
+    torch.testing.assert_close(crop, whole[..., 50 : 50 + crop.shape[-1]], rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="less than one frame"):
+        EEGSpectrogram(**settings, crop_s=0.1)
+
+
 def test_checkpoints_of_the_torchaudio_spectrogram_load() -> None:
     """State dicts written when torchaudio computed the spectrogram hold its window and
     filterbank buffers; they load (the settings define both) and change nothing."""

@@ -402,6 +402,7 @@ def test_the_kit_record_is_checked_alike_by_hms_and_by_the_notebook(changes, mes
     with pytest.raises(HMSDataError, match=message):
         read_kit_record(kit)
     with pytest.raises(HMSDataError, match="out_dir holds other files"):  # not replaced
+        (tmp_path / "weights").mkdir(exist_ok=True)
         check_out_dir(kit, tmp_path / "weights")
 
 

@@ -24,7 +24,6 @@ beside the target and renamed into place, so an interrupted run never leaves hal
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -243,6 +242,27 @@ def check_member_runs(members: list[MemberRuns]) -> None:
             check_checkpoint(run / "best.ckpt", m.name, window, built)
 
 
+INFERENCE_KEYS = ("state_dict", "hyper_parameters", "hms_stage", "pytorch-lightning_version",
+                  "epoch", "global_step")  # fmt: skip
+
+
+def inference_checkpoint(source: Path, dest: Path) -> None:
+    """A run's checkpoint as prediction needs it: the weights, the hyperparameters that rebuild
+    the module and the stage; no optimiser, scheduler or loop state (a resumed run reads its own
+    run folder's checkpoints, never a weights folder's)."""
+    import torch  # the ensemble step is in the torch world (docs/architecture.md)
+
+    try:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise HMSDataError(
+            source, f"not a checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise HMSDataError(source, "not a checkpoint of hms.train (no state_dict)")
+    torch.save({k: checkpoint[k] for k in INFERENCE_KEYS if k in checkpoint}, dest)
+
+
 def write_weights_dir(
     ensemble: EnsembleSpec,
     members: list[MemberRuns],
@@ -251,10 +271,12 @@ def write_weights_dir(
     extra: Callable[[Path], None] | None = None,
 ) -> None:
     """Build the weights folder in a fresh folder renamed onto ``weights_dir`` at the end: the
-    checkpoints, what ``extra(folder)`` writes (the OOF blend, the report), and ``ensemble.json``
-    last, with what the folder was built from (``built_from``: the ensemble config's digest, and
-    per checkpoint its run, the run's config digest and the checkpoint's SHA-256, which readers
-    check). A killed build leaves the old folder (or none), never a part of the new one."""
+    checkpoints (``inference_checkpoint``: what prediction reads, without the optimiser state
+    that is two thirds of a training checkpoint), what ``extra(folder)`` writes (the OOF blend,
+    the report), and ``ensemble.json`` last, with what the folder was built from
+    (``built_from``: the ensemble config's digest, and per checkpoint its run, the run's config
+    digest, the run's ``best.ckpt`` SHA-256 and the written file's, which readers check). A
+    killed build leaves the old folder (or none), never a part of the new one."""
     built_from: dict[str, Any] = {"config_sha256": config_sha256, "checkpoints": {}}
     ensemble.built_from = built_from
     with atomic_dir(weights_dir) as tmp:
@@ -262,11 +284,14 @@ def write_weights_dir(
             (tmp / m.name).mkdir()
             for fold, run in sorted(m.runs.items()):
                 rel = f"{m.name}/fold{fold}.ckpt"
-                shutil.copy2(run / "best.ckpt", tmp / rel)
+                inference_checkpoint(run / "best.ckpt", tmp / rel)
                 record = m.records.get(fold, {})
                 built_from["checkpoints"][rel] = {
                     "run": str(run),
                     "run_config_sha256": record.get("config_sha256"),
+                    "run_checkpoint_sha256": record.get("files", {})
+                    .get("best.ckpt", {})
+                    .get("sha256"),
                     "sha256": file_digest(tmp / rel)["sha256"],
                 }
         if extra is not None:

@@ -29,6 +29,7 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from hms import runs
 from hms.constants import HQ_VOTES, VOTE_COLUMNS
 from hms.data.datamodule import HMSDataModule
-from hms.data.io import atomic_path, write_parquet
+from hms.data.io import atomic_path, file_digest, write_parquet
 from hms.data.labels import TARGET_COLUMNS
 from hms.errors import HMSDataError
 from hms.metrics import kl_summary
@@ -111,10 +112,9 @@ def score_oof(frame: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def refined_targets(dm: HMSDataModule, source: Path, alpha: float) -> np.ndarray:
-    """Targets of every train sample, low-agreement ones blended with stage-1 OOF predictions of
-    the finished runs (``hms.runs.read_record``) of every fold under ``source``, on this data."""
-    source = Path(source)
+def _stage1_oof(dm: HMSDataModule, source: Path) -> pd.DataFrame:
+    """The stage-1 OOF predictions of the finished runs (``hms.runs.read_record``) of every fold
+    under ``source``, made on this data, in the order of the train cache's samples."""
     frames, missing = [], []
     for fold in range(dm.n_folds):
         record, _ = runs.read_record(source / f"fold{fold}", need=("oof_stage1.parquet",))
@@ -132,14 +132,30 @@ def refined_targets(dm: HMSDataModule, source: Path, alpha: float) -> np.ndarray
             f"label refinement needs stage-1 OOF predictions of every fold; folds {missing} have "
             "no finished run with fold*/oof_stage1.parquet (run the sweep without refine first)",
         )
-    oof = pd.concat(frames)
     samples = dm.train_cache.samples
-    oof = oof.set_index("sample_id").reindex(samples["sample_id"])
+    oof = pd.concat(frames).set_index("sample_id").reindex(samples["sample_id"])
     if oof["eeg_id"].isna().any() or not np.array_equal(oof["eeg_id"], samples["eeg_id"]):
         raise HMSDataError(source, "OOF predictions do not match this train.csv's samples")
+    return oof
+
+
+def refined_targets(
+    dm: HMSDataModule,
+    sources: Path | Sequence[Path],
+    alpha: float,
+    below_votes: int | None = None,
+) -> np.ndarray:
+    """Targets of every train sample: those with fewer than ``below_votes`` votes (default the
+    data's ``min_votes``) blended with the mean of the stage-1 OOF predictions of the finished
+    runs of every fold under each of ``sources`` (this model's first sweep, or other members':
+    knowledge transfer from a stronger model), on this data."""
+    sources = [Path(sources)] if isinstance(sources, str | Path) else [Path(p) for p in sources]
+    pred = np.mean(
+        [_stage1_oof(dm, p)[list(VOTE_COLUMNS)].to_numpy(np.float64) for p in sources], axis=0
+    )
+    samples = dm.train_cache.samples
     votes = samples[list(TARGET_COLUMNS)].to_numpy(np.float64)
-    pred = oof[list(VOTE_COLUMNS)].to_numpy(np.float64)
-    low = samples["n_votes"].to_numpy() < dm.min_votes
+    low = samples["n_votes"].to_numpy() < (dm.min_votes if below_votes is None else below_votes)
     targets = votes.copy()
     targets[low] = alpha * votes[low] + (1 - alpha) * pred[low]
     return targets / targets.sum(axis=1, keepdims=True)
@@ -406,6 +422,14 @@ def check_config(cfg: DictConfig) -> None:
     _check_refine(cfg)
 
 
+def refine_sources(cfg: DictConfig) -> list[Path]:
+    """``refine.source``: one runs folder or a list of them."""
+    source = cfg.refine.source
+    if isinstance(source, str | Path):
+        return [Path(source)]
+    return [Path(p) for p in source]
+
+
 def _check_refine(cfg: DictConfig) -> None:
     if not cfg.refine.enabled:
         return
@@ -413,11 +437,14 @@ def _check_refine(cfg: DictConfig) -> None:
         raise HMSDataError(
             None,
             "refine.enabled=true needs refine.source=<the runs of a finished sweep of this "
-            "model without refinement>, e.g. outputs/runs/demo/resnet1d_gru",
+            "model without refinement, or of other members>, e.g. "
+            "outputs/runs/demo/resnet1d_gru",
         )
-    if Path(cfg.refine.source).resolve() == Path(cfg.run_dir).resolve().parent:
+    for source in refine_sources(cfg):
+        if Path(source).resolve() != Path(cfg.run_dir).resolve().parent:
+            continue
         raise HMSDataError(
-            cfg.refine.source,
+            source,
             "refine.source is this run's own experiment folder, which the refined runs would "
             "overwrite while the other folds still read it; give the refined runs another "
             "experiment_name",
@@ -435,13 +462,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return _train(cfg, resume)
 
 
-def _data_identity(dm: HMSDataModule) -> dict[str, Any]:
+def refine_inputs(cfg: DictConfig) -> dict[str, str] | None:
+    """The SHA-256 of every stage-1 OOF file that refinement reads (None without refinement):
+    part of what a refined run was built from, so that a run refined from predictions that have
+    changed since is not taken for finished."""
+    if not cfg.refine.enabled:
+        return None
+    sums = {}
+    for source in refine_sources(cfg):
+        for path in sorted(Path(source).glob("fold*/oof_stage1.parquet")):
+            sums[str(path)] = file_digest(path)["sha256"]
+    return sums
+
+
+def _data_identity(cfg: DictConfig, dm: HMSDataModule) -> dict[str, Any]:
     """What a run was built from, for its completion record."""
-    return {
+    identity = {
         "train_inputs": dm.train_cache.manifest["inputs"],
         "cache": dm.train_cache.path.name,
         "folds": Path(dm.prepared.folds).name,
     }
+    refine = refine_inputs(cfg)
+    if refine is not None:
+        identity["refine_inputs"] = refine
+    return identity
 
 
 def _loggers(cfg: DictConfig) -> list:
@@ -470,7 +514,10 @@ def _train(cfg: DictConfig, resume: str | None) -> dict[str, Any]:
     module, dm = _build(cfg)
     targets = None
     if cfg.refine.enabled:
-        targets = refined_targets(dm, Path(cfg.refine.source), float(cfg.refine.alpha))
+        below = cfg.refine.get("below_votes")
+        targets = refined_targets(
+            dm, refine_sources(cfg), float(cfg.refine.alpha), None if below is None else int(below)
+        )
     run_dir = _start_run(cfg, resume)  # checks passed: from here on the folder is this run's
 
     one_pass = module.net.one_pass  # no Trainer, a single stage
@@ -518,7 +565,7 @@ def _train(cfg: DictConfig, resume: str | None) -> dict[str, Any]:
             )
         _write_outputs(cfg, run_dir, module, fitted.trainer, frames, metrics, stages[-1])
         if rank_zero_only.rank == 0:
-            runs.write_record(run_dir, cfg, _data_identity(dm))
+            runs.write_record(run_dir, cfg, _data_identity(cfg, dm))
         status = "success"
     finally:
         _close_loggers(loggers, status)

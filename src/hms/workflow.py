@@ -41,7 +41,7 @@ from hms.metrics import align, bayes_floor, kl_summary, score_submission
 from hms.submission import predict
 from hms.synth import generate
 from hms.synth.generate import META_NAME, PARTIAL_NAME
-from hms.training import check_config, train
+from hms.training import check_config, refine_inputs, refine_sources, train
 
 
 def _trainer(cfg: DictConfig) -> str:
@@ -99,12 +99,37 @@ def train_config(cfg: DictConfig, model: str, fold: int) -> DictConfig:
 
 def finished(run_cfg: DictConfig) -> bool:
     """The run folder holds a finished run (``hms.runs.read_record``: every output unchanged) of
-    the same resolved config, on the same train data."""
+    the same resolved config, on the same train data (and, refined, from the same teachers'
+    predictions)."""
     record, _ = runs.read_record(Path(run_cfg.run_dir))
     if record is None or record["config_sha256"] != runs.config_digest(run_cfg):
         return False
     data = HMSLayout(run_cfg.data.data_dir)
-    return record["data"].get("train_inputs") == fingerprint(data, "train")
+    if record["data"].get("train_inputs") != fingerprint(data, "train"):
+        return False
+    return record["data"].get("refine_inputs") == refine_inputs(run_cfg)
+
+
+def teachers_first(
+    plan: list[tuple[str, int, DictConfig]],
+) -> list[tuple[str, int, DictConfig]]:
+    """The plan with every member after the members whose runs its refinement reads
+    (``refine.source``: a teacher's runs folder), so that a teacher's folds are all finished
+    before a student's first run; otherwise in the ensemble's order."""
+    folders = {m: Path(c.run_dir).resolve().parent for m, _, c in plan}
+    needs: dict[str, set[str]] = {m: set() for m in folders}
+    for member, _, run_cfg in plan:
+        if run_cfg.refine.enabled:
+            sources = {Path(p).resolve() for p in refine_sources(run_cfg)}
+            needs[member] |= {m for m, f in folders.items() if f in sources and m != member}
+    order: list[str] = []
+    while len(order) < len(needs):
+        ready = [m for m in needs if m not in order and needs[m] <= set(order)]
+        if not ready:
+            cycle = sorted(m for m in needs if m not in order)
+            raise HMSDataError(None, f"members {cycle} refine from each other's runs (a cycle)")
+        order.append(ready[0])
+    return sorted(plan, key=lambda run: (order.index(run[0]), run[1]))
 
 
 def plan_runs(cfg: DictConfig, members: list[str]) -> list[tuple[str, int, DictConfig]]:
@@ -113,7 +138,7 @@ def plan_runs(cfg: DictConfig, members: list[str]) -> list[tuple[str, int, DictC
     plan = [(m, int(f), train_config(cfg, m, int(f))) for m in members for f in cfg.folds]
     for _, _, run_cfg in plan:
         check_config(run_cfg)
-    return plan
+    return teachers_first(plan)
 
 
 def train_members(plan: list[tuple[str, int, DictConfig]], reuse: bool) -> dict[str, list[dict]]:

@@ -89,7 +89,7 @@ class HMSDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         self._prepare()
 
-    def setup(self, stage: str | None = None) -> None:
+    def setup(self, stage: str | None = None) -> None:  # Lightning's fit/validate, not ours
         if self.train_cache is not None:
             return
         self.prepared = self._prepare(progress=False)  # raises without training rows

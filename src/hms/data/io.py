@@ -221,6 +221,8 @@ def check_output_dir(
     when it exists, empty or an earlier output of the same kind (its ``marker`` file is there
     and, when given, ``earlier(out_dir)`` says it is one)."""
     out_dir = Path(out_dir).expanduser()
+    if not Path(source_dir).expanduser().is_dir():  # the input's error first: a typo there
+        raise HMSDataError(source_dir, "weights folder not found")
     check_writable(out_dir, what, folder=True)
     if not Path(source_dir).expanduser().is_dir():
         raise HMSDataError(source_dir, "weights folder not found")

@@ -1,6 +1,6 @@
 """The preprocessing of one recording and of one model window, shared by training and inference.
 
-Two stages, split where the work is cheapest to share:
+Two steps, split where the work is cheapest to share ("stage" in hms means a training stage):
 1. ``preprocess_recording`` (once per recording, by ``hms.prepare`` into the cache): fill
    non-finite samples and band-pass (optionally notch) the 20 referential channels. Filtering is
    linear, so filtering electrodes and then subtracting them equals filtering the derivations.

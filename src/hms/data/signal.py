@@ -90,13 +90,13 @@ def bandpass(
     filtered with a shorter pad instead of raising.
     """
     y = np.asarray(x, dtype=np.float64)
-    stages = []
+    filters = []
     sos = _bandpass_sos(low_hz, high_hz, order, float(fs))
     if sos is not None:
-        stages.append(sos)
+        filters.append(sos)
     if notch_hz:
-        stages.append(_notch_sos(float(notch_hz), float(notch_q), float(fs)))
-    for sos in stages:
+        filters.append(_notch_sos(float(notch_hz), float(notch_q), float(fs)))
+    for sos in filters:
         # Odd extension of 2 s keeps the start-up transient of a 0.5-Hz high-pass out of the data.
         padlen = min(int(2 * fs), len(y) - 1)
         if padlen < 1:
