@@ -3,8 +3,8 @@
 For each ensemble asked for (``demo``: effnet_b0, resnet1d_gru, multispec_b0 at the demo's
 input sizes; ``seed``: effnet_b0, resnet1d_gru, multispec_b0, multispec_b1 at the seed's full
 input sizes) it writes a weights folder of **untrained** networks (``--folds`` checkpoints per
-member, as ``scripts/bench_predict.py`` does, with the optimizer state a trained checkpoint
-carries: the sizes set the kit's size and the speed, the weights do not), or takes a real one
+member, inference checkpoints as ``hms.ensemble`` writes them, ``scripts/bench_weights.py``:
+the sizes set the kit's size and the speed, the weights do not), or takes a real one
 (``--weights NAME=DIR``), then
 
 1. builds the kit with ``python -m hms.export format=kaggle`` (timed, in a fresh process);

@@ -36,3 +36,28 @@ def test_a_cycle_of_teachers_is_refused(tmp_path):
     plan = [run(tmp_path, "a", 0, ["b"]), run(tmp_path, "b", 0, ["a"])]
     with pytest.raises(HMSDataError, match=r"members \['a', 'b'\] refine from each other"):
         teachers_first(plan)
+
+
+def test_the_blend_gets_the_ensemble_the_pipelines_command_line_changed(tmp_path):
+    """``python -m hms.pipeline members=[eeg_transformer] '+ensemble.members.eeg_transformer=
+    {weight: 0.15}'`` (docs/architecture.md): the member added on the command line is blended."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from hms.cli import conf_dir
+    from hms.workflow import check_arguments, ensemble_config
+
+    overrides = [f"paths.root_dir={tmp_path}", "members=[eeg_transformer]",
+                 "+ensemble.members.eeg_transformer={weight: 0.15}"]  # fmt: skip
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("pipeline", overrides=overrides)
+        with open_dict(cfg):
+            cfg.choices = {"experiment": "demo", "ensemble": "demo"}
+        members = check_arguments(cfg)
+        ens_cfg = ensemble_config(cfg, members)
+    GlobalHydra.instance().clear()
+    assert members == ["eeg_transformer"]
+    assert OmegaConf.to_container(ens_cfg.ensemble.members) == {"eeg_transformer": {"weight": 0.15}}
+    assert ens_cfg.weights_dir == cfg.weights_dir and list(ens_cfg.folds) == list(cfg.folds)

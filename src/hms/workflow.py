@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra import compose
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hms import runs
 from hms.blend import SPACES, blend_members
@@ -189,6 +189,27 @@ def check_arguments(cfg: DictConfig) -> list[str]:
     return members
 
 
+def ensemble_config(cfg: DictConfig, members: list[str]) -> DictConfig:
+    """The ``hms.ensemble`` config of a pipeline: its folds, blend and weights folder, and its
+    own ensemble block (with what its command line changed there, e.g. a member added with
+    ``+ensemble.members.NAME={weight: w}``) cut to ``members``."""
+    ens_cfg = compose(
+        "ensemble",
+        overrides=[
+            f"ensemble={cfg.choices.ensemble}",
+            *_common(cfg),
+            f"folds=[{','.join(str(int(f)) for f in cfg.folds)}]",
+            f"use={cfg.use}",
+            f"space={cfg.space}",
+            f"weights_dir={Path(cfg.weights_dir)}",
+        ],
+    )
+    with open_dict(ens_cfg):
+        ens_cfg.ensemble = OmegaConf.create(OmegaConf.to_container(cfg.ensemble, resolve=False))
+        ens_cfg.ensemble.members = {m: ens_cfg.ensemble.members[m] for m in members}
+    return ens_cfg
+
+
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     members = check_arguments(cfg)
@@ -202,19 +223,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 
     t = time.perf_counter()
     weights_dir = Path(cfg.weights_dir)
-    ens_cfg = compose(
-        "ensemble",
-        overrides=[
-            f"ensemble={cfg.choices.ensemble}",
-            *_common(cfg),
-            f"folds=[{','.join(str(int(f)) for f in cfg.folds)}]",
-            f"use={cfg.use}",
-            f"space={cfg.space}",
-            f"weights_dir={weights_dir}",
-        ],
-    )
-    with open_dict(ens_cfg):
-        ens_cfg.ensemble.members = {m: ens_cfg.ensemble.members[m] for m in members}
+    ens_cfg = ensemble_config(cfg, members)
     summary = build_ensemble(ens_cfg)
     print(format_table(summary))
     timings["ensemble"] = time.perf_counter() - t
