@@ -446,8 +446,8 @@ def read_csv_checked(path: str | Path, required: Sequence[str], what: str) -> pd
     size = path.stat().st_size
     if size > MAX_CSV_BYTES:
         raise HMSDataError(
-            path, f"{what} is {size / 2**30:.1f} GiB, more than the limit of "
-            f"{MAX_CSV_BYTES / 2**30:.0f} GiB",
+            path, f"{what} is {size:,} bytes, more than the limit of {MAX_CSV_BYTES:,} bytes "
+            "(a table is read whole into memory)",
         )  # fmt: skip
     try:
         df = pd.read_csv(path)
