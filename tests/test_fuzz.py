@@ -937,3 +937,17 @@ def test_found_a_recording_of_hundreds_of_channels_is_named_in_a_short_line(tmp_
     with pytest.raises(HMSDataError, match=r"missing channel\(s\) \['Fp1'\]") as caught:
         EEGRecording(path)
     assert "(319 channels)" in str(caught.value) and len(str(caught.value)) < 1000
+
+
+def test_found_a_negative_count_of_samples_per_record_is_refused(tmp_path):
+    """A signal of -32768 samples per record: MNE counted -200 samples, and the recording was
+    opened with a negative length."""
+    from hms.data.recording import EEGRecording
+
+    data = edf_bytes(SCALP_NAMES, 200, 1, bdf=False, seed=0)
+    offset, size = _signal_field_offset("samples", 0, len(SCALP_NAMES))
+    data[offset : offset + size] = b"-32768".ljust(size)
+    path = tmp_path / "negative.edf"
+    path.write_bytes(bytes(data))
+    with pytest.raises(HMSDataError, match="the header's sample counts are damaged"):
+        EEGRecording(path)

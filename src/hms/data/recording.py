@@ -194,6 +194,10 @@ class EEGRecording:
         # MNE returns volts for EEG and ECG channels; other units need unit_scale (µV per unit).
         self.unit_scale = 1e6 if unit_scale is None else float(unit_scale)
         self.n_raw = int(raw.n_times)
+        if self.n_raw < 0:  # MNE's count from a negative number of samples per record
+            raise HMSDataError(
+                self.path, f"{self.n_raw} samples: the header's sample counts are damaged"
+            )
         self.n_samples = self.n_raw * self.up // self.down  # at 200 Hz
         meas = raw.info.get("meas_date")
         self.start_time: dt.datetime | None = meas if isinstance(meas, dt.datetime) else None
