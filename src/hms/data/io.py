@@ -334,10 +334,13 @@ MAX_CSV_BYTES = 1024**3  # the competition's train.csv is 9 MB; a test.csv of 10
 
 
 def shown_names(names: Sequence[Any], limit: int = 20) -> str:
-    """Column names for a message: at most ``limit``, each cut to 40 characters (a file's
-    header may hold thousands of columns, or a whole file read as one name)."""
+    """Column names for a message: at most ``limit``, each cut to 40 characters, 600 in all (a
+    file's header may hold thousands of columns, a whole file read as one name, or the NUL
+    bytes of UTF-16 text that Python writes as four characters each)."""
     names = list(names)
     text = str([str(n)[:40] for n in names[:limit]])
+    if len(text) > 600:
+        text = text[:600] + " ...]"
     return text if len(names) <= limit else f"{text[:-1]}, ...] ({len(names)} in all)"
 
 
