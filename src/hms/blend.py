@@ -167,7 +167,13 @@ class EnsembleSpec:
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x)
+    """A finite JSON number within float range (JSON integers have no limit: 10**400 is not)."""
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an integer beyond float range
+        return False
 
 
 def object_field(raw: Any, key: str, path: Path, what: str) -> dict:
@@ -201,6 +207,12 @@ def read_json_bounded(path: Path, max_bytes: int, what: str) -> Any:
         raise HMSDataError(path, f"not a readable JSON file: {exc}") from None
 
 
+def _few(items: Sequence[Any], n: int = 5) -> str:
+    """A few of ``items`` for a message, each cut to 80 characters (a manifest of 4 MB may hold
+    one path of a million)."""
+    return str([str(x)[:80] for x in list(items)[:n]])
+
+
 def _duplicates(items: Sequence[str]) -> list[str]:
     seen: set[str] = set()
     return sorted({x for x in items if x in seen or seen.add(x)})  # type: ignore[func-returns-value]
@@ -225,7 +237,8 @@ def check_blend(
     weights_raw = object_field(raw, "weights", path, "weights")
     bad = {k[:80]: v for k, v in weights_raw.items() if not _is_number(v)}
     if bad:
-        raise HMSDataError(path, f"weights must be numbers, got {dict(list(bad.items())[:5])}")
+        shown = {k: str(v)[:80] for k, v in list(bad.items())[:5]}
+        raise HMSDataError(path, f"weights must be numbers, got {shown}")
     weights = {str(k): float(v) for k, v in weights_raw.items()}
     if not weights or set(weights) != set(members):
         raise HMSDataError(
@@ -235,7 +248,8 @@ def check_blend(
     total = sum(weights.values())  # inf when it overflows (math.fsum raises)
     if any(w < 0 for w in weights.values()) or not 0 < total < math.inf:
         raise HMSDataError(
-            path, f"weights must be non-negative with a positive, finite sum: {weights}"
+            path,
+            f"weights must be non-negative with a positive, finite sum: {str(weights)[:300]}",
         )
     space = raw.get("space", "prob")
     if not isinstance(space, str) or space not in SPACES:
@@ -278,27 +292,27 @@ def check_member_files(
     ]
     if outside:  # a weights folder is self-contained: ensemble.json names nothing elsewhere
         raise HMSDataError(
-            path, f"member {member!r}: checkpoints outside the weights folder: {outside[:5]}"
+            path, f"member {member!r}: checkpoints outside the weights folder: {_few(outside)}"
         )
     twice = _duplicates([os.path.normpath(f) for f in files])
     if twice:
         raise HMSDataError(
-            path, f"member {member!r} lists {twice[:5]} more than once (each fold file once)"
+            path, f"member {member!r} lists {_few(twice)} more than once (each fold file once)"
         )
     foreign = [f for f in files if Path(f).suffix != suffix]
     if foreign:  # each kind of folder holds one kind of file, run by one backend
         raise HMSDataError(
-            path, f"member {member!r}: files {foreign[:5]} in a {kind} folder (its files end "
+            path, f"member {member!r}: files {_few(foreign)} in a {kind} folder (its files end "
             f"in {suffix})",
         )  # fmt: skip
     try:
         missing = [f for f in files if not (folder / f).is_file()]
     except (OSError, ValueError) as exc:  # a name too long for the file system, ...
         raise HMSDataError(
-            path, f"member {member!r}: checkpoints are not paths here ({exc})"
+            path, f"member {member!r}: checkpoints are not paths here ({str(exc)[:200]})"
         ) from None
     if missing:
-        raise HMSDataError(folder, f"member {member!r}: checkpoints not found: {missing[:5]}")
+        raise HMSDataError(folder, f"member {member!r}: checkpoints not found: {_few(missing)}")
     return files
 
 
@@ -383,7 +397,7 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
     if twice:
         raise HMSDataError(
             path, f"files listed more than once (by two members, or as two names of one "
-            f"file): {twice[:5]}",
+            f"file): {_few(twice)}",
         )  # fmt: skip
     built_from = raw.get("built_from")
     if built_from is not None:

@@ -68,13 +68,14 @@ def _settings(cls: type, values: Mapping[str, Any] | None, member: str, weights_
     if unknown:
         raise HMSDataError(
             weights_dir / ENSEMBLE_FILE,
-            f"member {member!r}: unknown {cls.__name__} settings {unknown}; known: {sorted(known)}",
+            f"member {member!r}: unknown {cls.__name__} settings {[k[:80] for k in unknown[:10]]}; "
+            f"known: {sorted(known)}",
         )
     try:
         return WindowSettings.from_dict(values) if cls is WindowSettings else cls(**values)
     except (TypeError, ValueError) as exc:
-        raise HMSDataError(
-            weights_dir / ENSEMBLE_FILE, f"member {member!r}: {cls.__name__}: {exc}"
+        raise HMSDataError(  # the message quotes the value, which may be 4 MB of JSON
+            weights_dir / ENSEMBLE_FILE, f"member {member!r}: {cls.__name__}: {str(exc)[:300]}"
         ) from None
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,7 +267,14 @@ def expected_state(
     max_bytes = 2 * state_bytes + BUILD_MARGIN_BYTES
     max_tensors = 2 * n_tensors + BUILD_MARGIN_TENSORS
     try:
-        with _wandb_hidden(), _bounded_construction(max_bytes, max_tensors):
+        # A stranger's hyperparameters may build odd layers (zero channels, ...): what torch
+        # warns about then is not for the user, whose answer is the check's one line.
+        with (
+            _wandb_hidden(),
+            _bounded_construction(max_bytes, max_tensors),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
             module = module_class()(**hparams)
     except _TooLarge as exc:
         raise HMSDataError(

@@ -34,6 +34,7 @@ from hms.constants import (
     EEG_CHANNELS,
     SAMPLE_RATE,
     SPEC_COLUMNS,
+    SPEC_ROW_SECONDS,
     SUBMISSION_COLUMNS,
     TEST_COLUMNS,
     TRAIN_COLUMNS,
@@ -332,6 +333,17 @@ MAX_SPECTROGRAM_ROWS = 100_000  # rows every 2 s: 55 h (0.16 GB as float32)
 MAX_CSV_BYTES = 1024**3  # the competition's train.csv is 9 MB; a test.csv of 100,000 ids 3 MB
 
 
+def shown_names(names: Sequence[Any], limit: int = 20) -> str:
+    """Column names for a message: at most ``limit``, each cut to 40 characters, 600 in all (a
+    file's header may hold thousands of columns, a whole file read as one name, or the NUL
+    bytes of UTF-16 text that Python writes as four characters each)."""
+    names = list(names)
+    text = str([str(n)[:40] for n in names[:limit]])
+    if len(text) > 600:
+        text = text[:600] + " ...]"
+    return text if len(names) <= limit else f"{text[:-1]}, ...] ({len(names)} in all)"
+
+
 def _numeric(kind: pa.DataType) -> bool:
     return pa.types.is_floating(kind) or pa.types.is_integer(kind)
 
@@ -347,17 +359,22 @@ def _read_parquet_columns(
         meta = pq.read_metadata(path)
         schema = meta.schema.to_arrow_schema()
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise HMSDataError(path, f"unreadable parquet ({type(exc).__name__}: {exc})") from exc
-    missing = [c for c in required if c not in schema.names]
+        raise HMSDataError(
+            path, f"unreadable parquet ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from exc
+    kinds: dict[str, list[pa.DataType]] = {}  # one pass: a spectrogram file has 401 columns
+    for f in schema:
+        kinds.setdefault(f.name, []).append(f.type)
+    missing = [c for c in required if c not in kinds]
     if missing:
-        extra = [c for c in schema.names if c not in required and not c.startswith("__")]
-        hint = f"; columns not expected: {extra[:10]}" if extra else ""
+        extra = [c for c in kinds if c not in required and not c.startswith("__")]
+        hint = f"; columns not expected: {shown_names(extra, 10)}" if extra else ""
         raise HMSDataError(path, f"{what} is missing columns {missing}{hint}")
     for name in required:
-        kinds = {f.type for f in schema if f.name == name}
-        if len(kinds) != 1 or not _numeric(next(iter(kinds))):
-            shown = ", ".join(sorted(str(k) for k in kinds))
-            raise HMSDataError(path, f"{what} column {name!r} is {shown}, not numeric")
+        if len(kinds[name]) > 1:  # pyarrow's own error would print the whole schema
+            raise HMSDataError(path, f"{what} column {name!r} appears {len(kinds[name])} times")
+        if not _numeric(kinds[name][0]):
+            raise HMSDataError(path, f"{what} column {name!r} is {kinds[name][0]}, not numeric")
     if max_rows is not None and meta.num_rows > max_rows:
         raise HMSDataError(
             path, f"{what} has {meta.num_rows:,} rows, more than the limit of {max_rows:,} "
@@ -366,7 +383,9 @@ def _read_parquet_columns(
     try:
         return pq.read_table(path, columns=list(required))
     except Exception as exc:
-        raise HMSDataError(path, f"unreadable parquet ({type(exc).__name__}: {exc})") from exc
+        raise HMSDataError(
+            path, f"unreadable parquet ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from exc
 
 
 def _table_to_float32(table: pa.Table, path: Path, what: str) -> np.ndarray:
@@ -375,7 +394,8 @@ def _table_to_float32(table: pa.Table, path: Path, what: str) -> np.ndarray:
         col = table.column(i)
         if not _numeric(col.type):
             raise HMSDataError(path, f"{what} column {name!r} is {col.type}, not numeric")
-        out[:, i] = col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # beyond float32's range: infinite, as NaN is kept
+            out[:, i] = col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return out
 
 
@@ -408,6 +428,10 @@ def read_spectrogram(path: str | Path, min_rows: int = 1) -> tuple[np.ndarray, n
         finite = np.isfinite(raw.astype(np.float64))
         if not finite.all() or (np.abs(raw.astype(np.float64)) > 2**53).any():
             raise HMSDataError(path, "spectrogram column 'time' holds empty or huge values")
+        if (np.floor(raw) != raw).any():  # cut to whole seconds, rows would move
+            raise HMSDataError(
+                path, "spectrogram column 'time' holds values that are not whole seconds"
+            )
     times = raw.astype(np.int64)
     if len(times) > 1 and not (np.diff(times) > 0).all():
         raise HMSDataError(path, "spectrogram column 'time' is not increasing")
@@ -425,8 +449,8 @@ def read_csv_checked(path: str | Path, required: Sequence[str], what: str) -> pd
     size = path.stat().st_size
     if size > MAX_CSV_BYTES:
         raise HMSDataError(
-            path, f"{what} is {size / 2**30:.1f} GiB, more than the limit of "
-            f"{MAX_CSV_BYTES / 2**30:.0f} GiB",
+            path, f"{what} is {size:,} bytes, more than the limit of {MAX_CSV_BYTES:,} bytes "
+            "(a table is read whole into memory)",
         )  # fmt: skip
     try:
         df = pd.read_csv(path)
@@ -436,7 +460,9 @@ def read_csv_checked(path: str | Path, required: Sequence[str], what: str) -> pd
         raise HMSDataError(path, f"unreadable CSV ({type(exc).__name__}: {exc})") from exc
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise HMSDataError(path, f"{what} is missing columns {missing}; found {list(df.columns)}")
+        raise HMSDataError(
+            path, f"{what} is missing columns {missing}; found {shown_names(df.columns)}"
+        )
     return df
 
 
@@ -445,10 +471,12 @@ def _check_integer(df: pd.DataFrame, cols: Sequence[str], path: Path, what: str)
         if df[c].isna().any():
             rows = df.index[df[c].isna()].tolist()[:5]
             raise HMSDataError(path, f"{what} column {c!r} is empty in rows {rows}")
-        if not pd.api.types.is_integer_dtype(df[c]):
+        if pd.api.types.is_bool_dtype(df[c]):  # True and False are no ids or votes
+            raise HMSDataError(path, f"{what} column {c!r} is not integer")
+        if df[c].dtype != np.int64:  # floats, strings, uint64: each value must be an int64's
             try:
                 as_int = df[c].astype(np.int64)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise HMSDataError(path, f"{what} column {c!r} is not integer") from exc
             if not np.array_equal(as_int.to_numpy(), df[c].to_numpy()):
                 raise HMSDataError(path, f"{what} column {c!r} is not integer")
@@ -474,9 +502,22 @@ def read_train_csv(path: str | Path) -> pd.DataFrame:
         )
         return df[list(TRAIN_COLUMNS)]
     _check_integer(df, [*ids, *VOTE_COLUMNS], path, "train.csv")
-    for c in ("eeg_label_offset_seconds", "spectrogram_label_offset_seconds"):
-        if not pd.api.types.is_numeric_dtype(df[c]) or df[c].isna().any() or (df[c] < 0).any():
-            raise HMSDataError(path, f"train.csv column {c!r} must be non-negative numbers")
+    # An offset must lie inside a recording the readers accept (beyond, its window's first
+    # sample is no int64: the cache's arithmetic would overflow).
+    longest = {
+        "eeg_label_offset_seconds": MAX_EEG_ROWS / SAMPLE_RATE,
+        "spectrogram_label_offset_seconds": MAX_SPECTROGRAM_ROWS * SPEC_ROW_SECONDS,
+    }
+    for c, limit in longest.items():
+        if (
+            not pd.api.types.is_numeric_dtype(df[c])
+            or pd.api.types.is_bool_dtype(df[c])
+            or not df[c].between(0, limit).all()  # NaN is not between
+        ):
+            raise HMSDataError(
+                path, f"train.csv column {c!r} must be numbers of seconds from 0 to {limit:g} "
+                "(the longest recording hms reads)",
+            )  # fmt: skip
     votes = df[list(VOTE_COLUMNS)].to_numpy()
     if (votes < 0).any():
         raise HMSDataError(path, "train.csv has negative votes")
@@ -504,7 +545,8 @@ def read_sample_submission(path: str | Path) -> pd.DataFrame:
     df = read_csv_checked(path, SUBMISSION_COLUMNS, "sample_submission.csv")
     if list(df.columns) != list(SUBMISSION_COLUMNS):
         raise HMSDataError(
-            path, f"columns must be {list(SUBMISSION_COLUMNS)} in order, found {list(df.columns)}"
+            path,
+            f"columns must be {list(SUBMISSION_COLUMNS)} in order, found {shown_names(df.columns)}",
         )
     _check_integer(df, ["eeg_id"], path, "sample_submission.csv")
     return df

@@ -49,6 +49,13 @@ _RESAMPLE_PAD_S = 1.0  # context read on each side of a span for the resampling 
 MIN_RATE_HZ, MAX_RATE_HZ = 50.0, 100_000.0  # the 0.5-20 Hz band needs 40 Hz at least
 
 
+def _few(names: Sequence[str], n: int = 30) -> str:
+    """A recording's channel names for a message: the first ``n`` (a high-density recording has
+    hundreds)."""
+    shown = str(list(names[:n]))
+    return shown if len(names) <= n else f"{shown[:-1]}, ...] ({len(names)} channels)"
+
+
 def canonical_channel(name: str) -> str | None:
     """The HMS name of a recording's channel (``"EEG Fp1-REF"`` -> ``"Fp1"``), or None."""
     s = str(name).strip().upper()
@@ -139,7 +146,9 @@ class EEGRecording:
         if not self.path.is_file():
             raise HMSDataError(self.path, "recording not found")
         try:
-            raw = mne.io.read_raw(self.path, preload=False, verbose="error")
+            with warnings.catch_warnings():  # numpy's, on a damaged header (a rate of 0 Hz):
+                warnings.simplefilter("ignore", RuntimeWarning)  # the checks below say it
+                raw = mne.io.read_raw(self.path, preload=False, verbose="error")
         except Exception as exc:  # MNE raises many types for unreadable files
             raise HMSDataError(
                 self.path,
@@ -155,7 +164,7 @@ class EEGRecording:
             raise HMSDataError(
                 self.path,
                 f"missing channel(s) {absent} needed by the montage; found {sorted(found)} among "
-                f"{self.channel_names} (missing=interpolate fills them from the others)",
+                f"{_few(self.channel_names)} (missing=interpolate fills them from the others)",
             )
         present_scalp = [c for c in SCALP_CHANNELS if c in found]
         if absent and len(present_scalp) < 4:
@@ -185,6 +194,10 @@ class EEGRecording:
         # MNE returns volts for EEG and ECG channels; other units need unit_scale (µV per unit).
         self.unit_scale = 1e6 if unit_scale is None else float(unit_scale)
         self.n_raw = int(raw.n_times)
+        if self.n_raw < 0:  # MNE's count from a negative number of samples per record
+            raise HMSDataError(
+                self.path, f"{self.n_raw} samples: the header's sample counts are damaged"
+            )
         self.n_samples = self.n_raw * self.up // self.down  # at 200 Hz
         meas = raw.info.get("meas_date")
         self.start_time: dt.datetime | None = meas if isinstance(meas, dt.datetime) else None
@@ -221,6 +234,11 @@ class EEGRecording:
         if stop <= start:
             return np.zeros((0, len(EEG_CHANNELS)), np.float32)
         out = np.zeros((stop - start, len(EEG_CHANNELS)), np.float32)
+        with np.errstate(all="ignore"):  # a damaged file's huge values: non-finite samples,
+            self._read_into(out, start, stop)  # which the preprocessing fills and reports
+        return out
+
+    def _read_into(self, out: np.ndarray, start: int, stop: int) -> None:
         if self.up == self.down:
             data = self._read_raw(start, stop)
         else:
@@ -237,4 +255,3 @@ class EEGRecording:
         out[:, self._columns] = data.T
         if self.interpolated:
             out[:, self._interp_to] = out[:, self._columns][:, self._interp_from] @ self._interp.T
-        return out
