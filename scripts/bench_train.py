@@ -118,7 +118,7 @@ def bench_train(module, loader, device, precision, steps: int) -> float:
 def run(model: str, args: argparse.Namespace) -> dict:
     overrides = [f"model={model}", "pretrained=false", *args.overrides]
     if not any(o.startswith("experiment=") for o in args.overrides):
-        overrides.append("experiment=null")  # the seed's input sizes unless a recipe is given
+        overrides.append("experiment=none")  # the seed's input sizes unless a recipe is given
     if args.batch_size:
         overrides.append(f"data.batch_size={args.batch_size}")
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

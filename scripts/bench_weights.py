@@ -32,7 +32,7 @@ def write_weights(
     ``experiment`` (None: the seed's), and ``ensemble.json``."""
     checkpoints, data = {}, {}
     for member in weights:
-        overrides = [f"model={member}", "pretrained=false", f"experiment={experiment or 'null'}"]
+        overrides = [f"model={member}", "pretrained=false", f"experiment={experiment or 'none'}"]
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose("train", overrides=overrides)
         (out / member).mkdir(parents=True)

@@ -264,7 +264,7 @@ def step_correctness(plan: Plan) -> dict[str, Any]:
 
     steps = {}
     for model in plan.args.models:
-        overrides = [f"model={model}", "pretrained=false", "experiment=null"]
+        overrides = [f"model={model}", "pretrained=false", "experiment=none"]
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose("train", overrides=overrides)
         results = {}

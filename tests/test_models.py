@@ -399,3 +399,15 @@ def test_every_model_config_exports_to_onnx(name, tmp_path) -> None:
     window = WindowSettings.from_dict(cfg.data.window)
     check_graph(tmp_path / "g.onnx", tmp_path, list(model.names), window)
     assert graph_difference(model, tmp_path / "g.onnx") <= 1e-4
+
+
+@pytest.mark.parametrize("model", model_names())
+def test_experiment_none_is_the_seeds_sizes(model):
+    """``experiment=none`` (README, the benchmarks, gpu_validate): no recipe, every model at its
+    conf/model/ size; Hydra cannot set a default to null from the command line."""
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        seed = compose("train", overrides=[f"model={model}", "experiment=none"])
+        plain = compose("train", overrides=[f"model={model}", "~experiment"])
+    check_config(seed)
+    assert seed.model_scale is None and seed.model == plain.model
+    assert seed.experiment_name == "default"
