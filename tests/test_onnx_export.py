@@ -129,3 +129,65 @@ def test_an_exported_folder_is_not_exported_again_and_replaces_only_its_own_kind
         export_onnx(family_run["weights"], family_run["work"] / "data")
     with pytest.raises(HMSDataError, match="holds the weights folder, which replacing it would"):
         export_onnx(family_run["weights"], family_run["weights"].parent)
+
+
+def test_trees_are_checked_on_the_features_the_graph_computes(tmp_path, monkeypatch):
+    """A tree split between PyTorch's feature and onnxruntime's (a rounding error apart) changes
+    the probabilities end to end, as a trained baseline's splits can (the main command's second
+    fold did, by 2.5e-3): the export checks the features at atol and the trees on the same
+    features, so it passes; a graph whose trees or features are not the checkpoint's still
+    fails."""
+    import onnxruntime as ort
+    import torch
+
+    from hms.models.features import FeatureGBM
+    from hms.onnx_export import (
+        PARITY_BATCHES,
+        EncodeModel,
+        GraphModel,
+        export_graph,
+        graph_difference,
+    )
+
+    net = FeatureGBM().eval()
+    export_graph(EncodeModel(net), tmp_path / "encode.onnx")
+    cpu = ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(tmp_path / "encode.onnx"), providers=cpu)
+    example = net.example_batch(PARITY_BATCHES[0], seed=1)  # the check's first batch
+    with torch.no_grad():
+        theirs = net.encode(example).numpy()
+    ours = session.run(None, {"eeg": example["eeg"].numpy()})[0]
+    gap = np.abs(ours.astype(np.float64) - theirs)
+    if gap.max() == 0:
+        pytest.skip("this onnxruntime computes the features bit for bit as PyTorch does")
+    row, feature = np.unravel_index(gap.argmax(), gap.shape)
+    between = (float(ours[row, feature]) + float(theirs[row, feature])) / 2
+    stump = {
+        "feature": np.array([feature, 0, 0]), "threshold": np.array([between, 0.0, 0.0]),
+        "left": np.array([1, 1, 2]), "right": np.array([2, 1, 2]),
+        "value": np.array([0.0, 3.0, -3.0]), "depth": 1,
+    }  # fmt: skip
+    net.trees.set_trees([stump], [0])  # seizure +3 on one side of the split, -3 on the other
+    model = GraphModel(net, tta_flip=True)
+    export_graph(model, tmp_path / "g.onnx")
+
+    parity = graph_difference(model, tmp_path / "g.onnx")
+    assert parity.end_to_end > 0.1  # the row went the other way in onnxruntime
+    assert parity.within(ATOL), parity
+    assert parity.encoded <= 1e-5 and parity.probabilities <= 1e-6
+
+    with torch.no_grad():
+        net.trees.value[0, 1] = 2.0  # trees that are not the graph's
+    assert not graph_difference(model, tmp_path / "g.onnx").within(ATOL)
+    with torch.no_grad():
+        net.trees.value[0, 1] = 3.0
+    assert graph_difference(model, tmp_path / "g.onnx").within(ATOL)
+    # An exporter that got the features wrong: the features' own check catches it.
+    encode = EncodeModel.forward
+
+    def off_by_a_little(self, *inputs):
+        return encode(self, *inputs) * 1.001
+
+    monkeypatch.setattr(EncodeModel, "forward", off_by_a_little)
+    wrong = graph_difference(model, tmp_path / "g.onnx")
+    assert wrong.encoded > ATOL and not wrong.within(ATOL)

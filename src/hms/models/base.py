@@ -12,6 +12,10 @@ A network (``HMSNet``) maps a batch dict to six logits. It declares
   model, the scaled signal of a 1-D model, the features of the feature baseline); ``body`` is the
   rest. Profiling and benchmarks time the two apart, and ``example_batch`` gives inputs of the
   right shapes for export and tests;
+- ``continuous``: False for a network whose ``body`` jumps with its input (the feature
+  baseline's trees: a feature a rounding error away can fall on the other side of a split). An
+  export then checks ``encode`` and ``body`` apart (``hms.onnx_export``), since the whole can
+  differ from its export by a branch taken differently;
 - optional hooks: ``needs_fitting`` and ``fit_normalization`` (statistics learned from the
   training fold before training, e.g. dataset-wide spectrogram normalisation), and ``image``
   (the picture the network looks at, drawn by the sample figure).
@@ -46,6 +50,7 @@ class HMSNet(nn.Module):
 
     inputs: ClassVar[tuple[str, ...]] = ("eeg",)
     one_pass: ClassVar[bool] = False
+    continuous: ClassVar[bool] = True
 
     def __init__(self, montage: str = DEFAULT_MONTAGE) -> None:
         super().__init__()

@@ -419,6 +419,7 @@ class FeatureGBM(OnePassNet):
     """
 
     inputs = ("eeg",)
+    continuous = False  # trees
 
     def __init__(
         self,
