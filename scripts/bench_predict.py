@@ -15,6 +15,13 @@ reuses it, so the difference is the cost of preprocessing. Run from the reposito
 ``--backends torch onnx`` also exports the weights (``python -m hms.export format=onnx``) and
 times the ONNX folder run by onnxruntime on the same test split (the export is not timed);
 ``--keep DIR`` keeps both weights folders (for ``scripts/bench_annotate.py``).
+
+``--members`` also times each member alone (every fold on one batch of random windows,
+``hms.inference.load_members(...).predict_batch``, after a warm-up), windows per second per
+backend. ``--folders TORCH_DIR ONNX_DIR`` times existing folders (e.g. the main command's
+weights and their export) instead of building untrained ones; then only ``--members`` runs:
+
+    python scripts/bench_predict.py --members --folders outputs/ensembles/demo/demo /tmp/onnx
 """
 
 from __future__ import annotations
@@ -56,6 +63,44 @@ def time_predict(args: argparse.Namespace, weights: Path, work: Path) -> list[fl
     return times
 
 
+def time_members(weights: Path, batch_size: int, repeats: int) -> dict[str, float]:
+    """Windows per second of each member alone (all its folds, flip TTA as exported) on the CPU."""
+    import numpy as np
+
+    from hms.data.montage import get_montage
+    from hms.inference import load_members
+
+    _, members = load_members(weights, device="cpu")
+    rng = np.random.default_rng(0)
+    rates = {}
+    for member in members:
+        batch = {"spec": (rng.random((batch_size, 300, 400)) * 10).astype(np.float32)}
+        channels = get_montage(member.window.montage).n_channels
+        batch["eeg"] = (30 * rng.standard_normal((batch_size, channels, 10000))).astype(np.float32)
+        batch = {k: v for k, v in batch.items() if k in member.inputs}
+        member.predict_batch(batch)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            member.predict_batch(batch)
+        rates[member.name] = repeats * batch_size / (time.perf_counter() - t0)
+    return rates
+
+
+def print_member_rates(rates: dict[str, dict[str, float]], batch_size: int) -> None:
+    names = list(next(iter(rates.values())))
+    print(f"members alone, batch {batch_size}, windows/s (all folds):")
+    print(
+        f"{'member':<16}"
+        + "".join(f"{b:>10}" for b in rates)
+        + ("  onnx/torch" if len(rates) > 1 else "")
+    )
+    for name in names:
+        row = f"{name:<16}" + "".join(f"{rates[b][name]:>10.1f}" for b in rates)
+        if {"torch", "onnx"} <= set(rates):
+            row += f"  {rates['onnx'][name] / rates['torch'][name]:>9.2f}x"
+        print(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data/demo"))
@@ -71,14 +116,31 @@ def main() -> None:
         "onnxruntime (the export's time is not counted)",
     )  # fmt: skip
     parser.add_argument("--keep", type=Path, default=None, help="keep the weights folders here")
+    parser.add_argument("--members", action="store_true", help="also time each member alone")
+    parser.add_argument("--repeats", type=int, default=5, help="batches per member (--members)")
+    parser.add_argument(
+        "--folders", nargs=2, type=Path, metavar=("TORCH_DIR", "ONNX_DIR"), default=None,
+        help="time these existing folders' members (implies --members, skips predict)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.folders:
+        rates = {
+            backend: time_members(folder, args.batch_size, args.repeats)
+            for backend, folder in zip(("torch", "onnx"), args.folders, strict=True)
+        }
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            + " and ".join(map(str, args.folders))
+        )
+        print_member_rates(rates, args.batch_size)
+        return
 
     with tempfile.TemporaryDirectory(prefix="hms-bench-predict-") as tmp:
         work = args.keep or Path(tmp)
         torch_weights = work / "weights"
         write_weights(torch_weights, SEED, args.folds, args.experiment, args.tta_flip, "seed")
         n_test = len(pd.read_csv(args.data_dir / "test.csv"))
-        results = {}
+        results, member_rates = {}, {}
         for backend in args.backends:
             weights = torch_weights
             if backend == "onnx":
@@ -86,6 +148,8 @@ def main() -> None:
 
                 weights = export_onnx(torch_weights, work / "onnx", log=lambda _: None)
             results[backend] = time_predict(args, weights, work)
+            if args.members:
+                member_rates[backend] = time_members(weights, args.batch_size, args.repeats)
     device = (
         torch.cuda.get_device_name(0)
         if torch.cuda.is_available() and args.device != "cpu"
@@ -105,6 +169,8 @@ def main() -> None:
         print(
             f"{backend}: cache reused:     {times[1]:.1f} s = {n_test / times[1]:.2f} test EEGs/s"
         )
+    if member_rates:
+        print_member_rates(member_rates, args.batch_size)
 
 
 if __name__ == "__main__":

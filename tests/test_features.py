@@ -4,6 +4,7 @@ whole path (hms.train fits it, hms.ensemble scores it, hms.predict runs its chec
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import lightgbm as lgb
@@ -43,6 +44,37 @@ def test_welch_psd_equals_scipy():
         ours = welch_psd(torch.from_numpy(x), nperseg).numpy()
         _, ref = scipy.signal.welch(x, SAMPLE_RATE, "hann", nperseg, detrend=False)
         np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("exporting", [False, True])
+def test_segments_are_unfolds_also_as_exported(exporting, monkeypatch):
+    """The exported graph builds the half-overlapping segments by reshapes (no Gather): the very
+    values of ``unfold``, at any length."""
+    from hms.models.features import _segments
+
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: exporting)
+    x = torch.randn(2, 3, 10150)
+    for t in (10000, 10001, 10150, 400, 401, 799):
+        for nperseg, step in ((400, 200), (64, 32), (401, 201), (400, 100)):
+            if t >= nperseg:
+                expected = x[..., :t].unfold(-1, nperseg, step)
+                assert torch.equal(_segments(x[..., :t], nperseg, step), expected)
+
+
+def test_autocorrelation_by_the_basis_is_the_inverse_fft():
+    """The first lags of the autocorrelation as one matrix product (``acf_basis``) equal
+    ``irfft`` of the power spectrum, and the peak it finds is a sine's period."""
+    from hms.models.features import _autocorr_peak, acf_basis
+
+    x = torch.randn(3, 1000, dtype=torch.float64)
+    spec = torch.fft.rfft(x, n=2048)
+    power = spec.real.square() + spec.imag.square()
+    expected = torch.fft.irfft(power, n=2048)[..., :151]
+    got = power @ acf_basis(2048, 150).double()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    t = torch.arange(1000) / 50.0
+    value, lag = _autocorr_peak(torch.sin(2 * math.pi * 0.8 * t)[None], 50.0, 0.25, 3.0)
+    assert abs(float(lag) - 1.25) <= 0.02 and float(value) > 0.9
 
 
 def _window(left: np.ndarray, right: np.ndarray) -> torch.Tensor:

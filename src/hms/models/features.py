@@ -44,6 +44,7 @@ BANDS: tuple[tuple[float, float], ...] = (
 )  # fmt: skip
 _LEFT, _RIGHT = (0, 1), (3, 2)  # chains LL, LP and their mirrors RL, RP (order LL, LP, RP, RL)
 _EPS = 1e-6
+_PERIOD_S, _PERIOD_FS, _PERIOD_MAX_LAG_S = 20, 50, 3.0  # periodicity: span, rate, longest lag
 
 
 def dft_basis(window: Tensor, n_bins: int | None = None) -> Tensor:
@@ -56,6 +57,21 @@ def dft_basis(window: Tensor, n_bins: int | None = None) -> Tensor:
     angle = 2 * math.pi * torch.arange(n, dtype=torch.float64)[:, None] * k[None, :] / n
     w = window.double()[:, None]
     return torch.cat([w * torch.cos(angle), -w * torch.sin(angle)], dim=1).to(window.dtype)
+
+
+def _segments(x: Tensor, nperseg: int, step: int) -> Tensor:
+    """(..., T) -> (..., S, nperseg): the segments of ``x.unfold(-1, nperseg, step)``.
+
+    PyTorch takes unfold's strided view (no copy). Exported (``torch.onnx.export``), unfold
+    becomes an index Gather that onnxruntime runs slowly (a third of the feature baseline's
+    time), so half-overlapping segments are built there from the signal cut into halves, by a
+    reshape and a concatenation: the same values (``tests/test_features.py``)."""
+    t = int(x.shape[-1])  # a Python number also when traced (the window's length is fixed)
+    if not torch.compiler.is_exporting() or nperseg != 2 * step or t < nperseg:
+        return x.unfold(-1, nperseg, step)
+    n_segments = (t - nperseg) // step + 1
+    halves = x[..., : (n_segments + 1) * step].reshape(*x.shape[:-1], n_segments + 1, step)
+    return torch.cat([halves[..., :-1, :], halves[..., 1:, :]], dim=-1)
 
 
 def segment_psd(
@@ -71,7 +87,7 @@ def segment_psd(
         window = torch.hann_window(nperseg, periodic=True, dtype=x.dtype, device=x.device)
         basis = dft_basis(window)
     step = nperseg - nperseg // 2  # scipy: noverlap = nperseg // 2
-    re, im = (x.unfold(-1, nperseg, step) @ basis).chunk(2, dim=-1)
+    re, im = (_segments(x, nperseg, step) @ basis).chunk(2, dim=-1)
     power = re * re + im * im
     n_bins = power.shape[-1]
     scale = torch.full((n_bins,), 2.0, dtype=x.dtype, device=x.device)
@@ -94,15 +110,39 @@ def _standardise(x: Tensor) -> Tensor:
     return x / (x.std(dim=-1, keepdim=True) + _EPS)
 
 
-def _autocorr_peak(x: Tensor, fs: float, min_s: float, max_s: float) -> tuple[Tensor, Tensor]:
+def _fft_length(t: int) -> int:
+    """A power of two >= 2t - 1: zero-padded that far, the circular correlation is the linear
+    one, and onnxruntime's DFT takes its FFT path (else O(n^2))."""
+    return 1 << (2 * t - 1).bit_length()
+
+
+def acf_basis(n: int, max_lag: int) -> Tensor:
+    """(n // 2 + 1, max_lag + 1): power spectrum (one-sided, of an n-point FFT) @ basis is the
+    autocorrelation at lags 0..max_lag, the first lags of ``irfft(power, n)`` as one matrix
+    product (a fraction of the inverse FFT's work, and a MatMul in an export)."""
+    k = torch.arange(n // 2 + 1, dtype=torch.float64)[:, None]
+    lag = torch.arange(max_lag + 1, dtype=torch.float64)[None, :]
+    weight = torch.full_like(k, 2.0)
+    weight[0] = weight[-1] = 1.0  # the DC and Nyquist bins appear once in the full spectrum
+    return (weight * torch.cos(2 * math.pi * k * lag / n) / n).float()
+
+
+def _autocorr_peak(
+    x: Tensor, fs: float, min_s: float, max_s: float, basis: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Peak of the normalised autocorrelation of (..., T) sampled at ``fs`` over lags
-    [min_s, max_s] seconds: its value and its lag in seconds."""
+    [min_s, max_s] seconds: its value and its lag in seconds. ``basis``: ``acf_basis`` of the
+    FFT length and the largest lag (a module passes its own buffer; made here otherwise)."""
     t = int(x.shape[-1])  # a Python number also when traced (the window's length is fixed)
     lo, hi = round(min_s * fs), round(max_s * fs)
-    n = 1 << (2 * t - 1).bit_length()  # zero-padded to a power of two >= 2t - 1: the circular
-    spec = torch.fft.rfft(_standardise(x), n=n, dim=-1)  # correlation is the linear one, and
-    power = torch.view_as_real(spec).square().sum(dim=-1)  # onnxruntime's DFT takes its FFT
-    acf = torch.fft.irfft(power, n=n, dim=-1)[..., : hi + 1]  # path (else O(n^2))
+    n = _fft_length(t)
+    if basis is None:
+        basis = acf_basis(n, hi).to(x.device)
+    if basis.shape != (n // 2 + 1, hi + 1):
+        raise ValueError(f"acf basis {tuple(basis.shape)} is not that of {n} points, lag {hi}")
+    spec = torch.fft.rfft(_standardise(x), n=n, dim=-1)
+    power = torch.view_as_real(spec).square().sum(dim=-1)
+    acf = power @ basis.to(power.dtype)
     acf = acf / acf[..., :1].clamp_min(_EPS)
     value, lag = acf[..., lo:].max(dim=-1)
     return value, (lag + lo).to(x.dtype) / fs
@@ -138,6 +178,9 @@ class EEGFeatures(nn.Module):
         self.log_n_in_range = math.log(float(in_range.sum()))  # a constant, not read at run time
         self.register_buffer("freqs", freqs, persistent=False)
         self.df = SAMPLE_RATE / nperseg
+        # Periodicity: the central 20 s at 50 Hz, lags up to 3 s (see forward).
+        acf = acf_basis(_fft_length(_PERIOD_S * _PERIOD_FS), round(_PERIOD_MAX_LAG_S * _PERIOD_FS))
+        self.register_buffer("acf", acf, persistent=False)
         self.names = self._names()
 
     @staticmethod
@@ -247,9 +290,10 @@ class EEGFeatures(nn.Module):
 
         # Periodicity over the central 20 s at 50 Hz (the signals stop at 20 Hz): lags 0.25-3 s
         # cover 0.33-4 Hz rhythms and discharge trains.
-        mid20 = F.avg_pool1d(x[..., n // 2 - 10 * sec : n // 2 + 10 * sec], 4)
+        half = _PERIOD_S * sec // 2
+        mid20 = F.avg_pool1d(x[..., n // 2 - half : n // 2 + half], sec // _PERIOD_FS)
         for sig in (mid20, mid20.square()):
-            value, lag = _autocorr_peak(sig, sec / 4, 0.25, 3.0)
+            value, lag = _autocorr_peak(sig, _PERIOD_FS, 0.25, _PERIOD_MAX_LAG_S, self.acf)
             out += [_chains(value), _chains(lag)]
 
         chains = central[:, self.chain_index]  # (B, 4, derivations per chain, T)
