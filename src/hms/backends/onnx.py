@@ -243,6 +243,9 @@ class OnnxBackend:
             )  # fmt: skip
         options = self._ort.SessionOptions()
         options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Each fold is a session with its own thread pool, and an ensemble holds many: threads
+        # that spin-wait after a run take the cores from the session running next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = self._ort.InferenceSession(str(path), options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own types for a graph it cannot run
