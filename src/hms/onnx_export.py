@@ -131,8 +131,7 @@ def graph_difference(model: GraphModel, path: Path) -> Parity:
     """The exported graph at ``path`` against ``model`` (see ``Parity``)."""
     session = _session(path)
     encoder = None
-    scratch = contextlib.ExitStack()
-    with scratch:
+    with contextlib.ExitStack() as scratch:
         if not model.net.continuous:
             folder = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="hms-enc-")))
             export_graph(EncodeModel(model.net), folder / "encode.onnx")
