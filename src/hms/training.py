@@ -475,6 +475,16 @@ def refine_inputs(cfg: DictConfig) -> dict[str, str] | None:
     return sums
 
 
+def pretrained_input(cfg: DictConfig) -> dict[str, Any] | None:
+    """Size and SHA-256 of the local pretrained weights file a run starts from (None without
+    one): part of what the run was built from, so that a run is not reused after its file was
+    pretrained again."""
+    path = cfg.get("pretrained_file")
+    if not (cfg.get("pretrained") and path):
+        return None
+    return file_digest(path) if Path(path).is_file() else {"missing": str(path)}
+
+
 def _data_identity(cfg: DictConfig, dm: HMSDataModule) -> dict[str, Any]:
     """What a run was built from, for its completion record."""
     identity = {
@@ -485,6 +495,9 @@ def _data_identity(cfg: DictConfig, dm: HMSDataModule) -> dict[str, Any]:
     refine = refine_inputs(cfg)
     if refine is not None:
         identity["refine_inputs"] = refine
+    pretrained = pretrained_input(cfg)
+    if pretrained is not None:
+        identity["pretrained_file"] = pretrained
     return identity
 
 

@@ -4,7 +4,9 @@
 holding the chosen ``experiment`` and ``ensemble`` config names) and
 
 1. makes sure the data is there (``ensure_data``: the built-in dataset is generated when absent);
-2. trains every member of the ensemble on each of ``folds`` through ``hms.training`` (the run
+2. optionally (``pretrain.enabled``) pretrains an image member's backbone on the train split's
+   unlabelled windows (``hms.pretraining``), and the ``pretrain.members`` start from it;
+   then trains every member of the ensemble on each of ``folds`` through ``hms.training`` (the run
    configs composed by ``train_config`` and all checked first); a run whose folder already holds
    the outputs of the same resolved config (``finished``) is reused, not retrained;
 3. builds the ensemble from the out-of-fold predictions (``hms.ensembling``);
@@ -38,10 +40,11 @@ from hms.data.io import HMSLayout, check_writable, read_csv_checked
 from hms.ensembling import BLEND_ROWS, ROW_CONFIGURED, ROW_UNIFORM, build_ensemble, format_table
 from hms.errors import HMSDataError, check_choice
 from hms.metrics import align, bayes_floor, kl_summary, score_submission
+from hms.pretraining import run_pretraining
 from hms.submission import predict
 from hms.synth import generate
 from hms.synth.generate import META_NAME, PARTIAL_NAME
-from hms.training import check_config, refine_inputs, refine_sources, train
+from hms.training import check_config, pretrained_input, refine_inputs, refine_sources, train
 
 
 def _trainer(cfg: DictConfig) -> str:
@@ -82,9 +85,35 @@ def ensure_data(cfg: DictConfig) -> Path:
     return data_dir
 
 
+def pretrain_config(cfg: DictConfig) -> DictConfig:
+    """The ``hms.pretrain`` config of the pipeline's pretraining: the runs' settings (experiment,
+    data, ``train_overrides``) with the ``pretrain`` block's model, epochs and file."""
+    p = cfg.pretrain
+    overrides = [
+        f"experiment={cfg.choices.experiment}",
+        f"model={p.model}",
+        f"trainer={_trainer(cfg)}",
+        f"data.data_dir={cfg.data_dir}",
+        *_common(cfg),
+        *cfg.train_overrides,
+        f"pretrain.epochs={p.epochs}",
+        f"pretrain.out={p.out}",
+    ]
+    return compose("pretrain", overrides=overrides)
+
+
+def _starts_pretrained(cfg: DictConfig, model: str) -> bool:
+    return bool(cfg.pretrain.enabled) and model in set(cfg.pretrain.members)
+
+
 def train_config(cfg: DictConfig, model: str, fold: int) -> DictConfig:
     """The ``hms.train`` config of one run of the pipeline (composed, so Hydra must be
     initialised: the command's, or ``hydra.initialize_config_dir`` in a notebook or test)."""
+    pretrained = (
+        ["pretrained=true", f"pretrained_file={cfg.pretrain.out}"]
+        if _starts_pretrained(cfg, model)
+        else []
+    )
     overrides = [
         f"experiment={cfg.choices.experiment}",
         f"model={model}",
@@ -92,6 +121,7 @@ def train_config(cfg: DictConfig, model: str, fold: int) -> DictConfig:
         f"trainer={_trainer(cfg)}",
         f"data.data_dir={cfg.data_dir}",  # as given: the reuse check compares strings
         *_common(cfg),
+        *pretrained,
         *cfg.train_overrides,
     ]
     return compose("train", overrides=overrides)
@@ -106,6 +136,8 @@ def finished(run_cfg: DictConfig) -> bool:
         return False
     data = HMSLayout(run_cfg.data.data_dir)
     if record["data"].get("train_inputs") != fingerprint(data, "train"):
+        return False
+    if record["data"].get("pretrained_file") != pretrained_input(run_cfg):
         return False
     return record["data"].get("refine_inputs") == refine_inputs(run_cfg)
 
@@ -186,6 +218,15 @@ def check_arguments(cfg: DictConfig) -> list[str]:
     check_writable(Path(cfg.paths.output_dir) / "runs", "run folders", folder=True)
     if cfg.synth_preset is not None:
         check_writable(cfg.data_dir, "built-in dataset", folder=True)
+    if cfg.pretrain.enabled:
+        unknown = sorted(set(cfg.pretrain.members) - set(cfg.ensemble.members))
+        if unknown or not cfg.pretrain.members:
+            raise HMSDataError(
+                None,
+                f"pretrain.members={list(cfg.pretrain.members)}: choose among the ensemble's "
+                f"{list(cfg.ensemble.members)}",
+            )
+        check_writable(cfg.pretrain.out, "pretrained weights file", folder=False)
     return members
 
 
@@ -216,6 +257,12 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     plan = plan_runs(cfg, members)
     data_dir = ensure_data(cfg)
     timings: dict[str, float] = {}
+
+    if cfg.pretrain.enabled and any(_starts_pretrained(cfg, m) for m in members):
+        t = time.perf_counter()
+        done = run_pretraining(pretrain_config(cfg), reuse=bool(cfg.reuse_runs))
+        print(f"[pipeline] {cfg.pretrain.model}'s pretrained backbone: {done.path}")
+        timings["pretrain"] = time.perf_counter() - t
 
     t = time.perf_counter()
     train_members(plan, bool(cfg.reuse_runs))
@@ -306,8 +353,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"{num(row.get('cv_hq'))} {num(row.get('test'))} {num(row.get('test_hq'))}"
         )
     s = report["seconds"]
+    pretrain = f"pretrain {s['pretrain']:.0f} s, " if "pretrain" in s else ""
     lines.append(
-        f"submission: {report['submission']}  (train {s['train']:.0f} s, ensemble "
+        f"submission: {report['submission']}  ({pretrain}train {s['train']:.0f} s, ensemble "
         f"{s['ensemble']:.0f} s, predict {s['predict']:.0f} s, total {s['total']:.0f} s)"
     )
     return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Self-supervised pretraining (hms.pretraining, python -m hms.pretrain): it learns the pretext on
+the built-in data, writes a file that the image members load through timm, and refuses what it
+cannot pretrain."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from hms.cli import conf_dir
+from hms.data.io import file_digest
+from hms.errors import HMSDataError
+from hms.pretraining import finished_pretraining, pretrain
+from tests.conftest import EFFNET, compose_train
+
+
+def test_pretraining_learns_the_features_and_the_image_members_load_it(tiny, tmp_path: Path):
+    root, _ = tiny
+    out = tmp_path / "pretrained" / "effnet_b0.pth"
+    overrides = [
+        "experiment=tiny", *EFFNET, f"data.data_dir={root}",
+        f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'outputs'}",
+        "data.batch_size=8", "pretrain.epochs=4",
+        "pretrain.stats_batches=4", f"pretrain.out={out}",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "hms.pretrain", *overrides],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"pretrained_file={out}" in proc.stdout
+    meta = json.loads(out.with_name(out.name + ".json").read_text())
+    assert meta["model"] == "effnet_b0" and meta["epochs"] == 4 and meta["n_features"] > 100
+    assert meta["epoch_loss"][-1] < meta["epoch_loss"][0]  # the pretext is learned
+    # no temporary file left behind
+    assert {p.name for p in out.parent.iterdir()} == {out.name, out.name + ".json"}
+
+    saved = torch.load(out, weights_only=True)
+    assert not any(k.startswith("classifier.") for k in saved)
+    # Both image members read the file through timm: effnet_b0 and multispec_b0 (whose image,
+    # Kaggle and EEG maps side by side, has the same single channel).
+    for model in (EFFNET, ("model=multispec_b0",)):
+        cfg = compose_train(tmp_path, root, *model, "pretrained=true", f"pretrained_file={out}")
+        backbone = instantiate(cfg.model, _convert_="all").net.backbone.state_dict()
+        assert all(torch.equal(backbone[k], v) for k, v in saved.items())
+    fresh = compose_train(tmp_path, root, *EFFNET, "pretrained=false")
+    stem = instantiate(fresh.model, _convert_="all").net.backbone.state_dict()["conv_stem.weight"]
+    assert not torch.equal(stem, saved["conv_stem.weight"])
+
+    # The record says which pretraining the file holds: the same config finds it finished, a
+    # changed setting or a changed file does not.
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        same = compose("pretrain", overrides=overrides)
+        other = compose("pretrain", overrides=[*overrides, "pretrain.epochs=5"])
+    assert finished_pretraining(same) is not None and finished_pretraining(other) is None
+    assert meta["sha256"] == file_digest(out)["sha256"]
+    out.write_bytes(out.read_bytes()[:-1] + b"x")
+    assert finished_pretraining(same) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (("model=resnet1d_gru",), "needs an image member"),
+        (("model=multispec_b0",), "reads the EEG alone"),
+    ],
+)
+def test_pretraining_refuses_a_member_it_cannot_pretrain(tiny, tmp_path: Path, model, message):
+    root, _ = tiny
+    cfg = compose_train(tmp_path, root, *model, "pretrained=false")
+    net = instantiate(cfg.model, _convert_="all").net
+    with pytest.raises(HMSDataError, match=message):
+        pretrain(net, None, tmp_path / "x.pth", 1, 4, 1e-3, 0.0, 0)  # type: ignore[arg-type]
+    assert not (tmp_path / "x.pth").exists()
+
+
+@pytest.mark.slow
+def test_the_pipeline_pretrains_once_and_its_members_start_from_the_file(tiny, tmp_path: Path):
+    """``python -m hms.pipeline pretrain.enabled=true``: the backbone is pretrained before the
+    members that start from it; a second run reuses the file and the runs; pretraining again
+    with other settings trains those runs again."""
+    root, _ = tiny
+    out = tmp_path / "outputs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    effnet = ",".join(f'"{o}"' for o in EFFNET[1:])
+    cmd = [
+        sys.executable, "-m", "hms.pipeline", "experiment=tiny", f"data_dir={root}",
+        "synth_preset=null", "ensemble=duo", "members=[effnet_b0]", "folds=[0,1]",
+        f"paths.output_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}",
+        f'train_overrides=["debug=fast","data.batch_size=4",{effnet}]',
+        "pretrain.enabled=true", "pretrain.epochs=2", "pretrain.members=[effnet_b0]",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights = out / "pretrained" / "tiny" / "effnet_b0.pth"
+    assert "pretrain epoch 2/2" in done.stdout and f"pretrained backbone: {weights}" in done.stdout
+    digest = file_digest(weights)
+    for fold in (0, 1):
+        record = json.loads((out / "runs/tiny/effnet_b0" / f"fold{fold}/complete.json").read_text())
+        assert record["data"]["pretrained_file"] == digest
+
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "pretrain epoch" not in again.stdout and again.stdout.count("reusing") == 2
+    assert file_digest(weights) == digest
+
+    longer = subprocess.run(
+        [*cmd, "pretrain.epochs=3"], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert "pretrain epoch 3/3" in longer.stdout and "reusing" not in longer.stdout
