@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from hms.cli import conf_dir
 from hms.data.io import file_digest
 from hms.errors import HMSDataError
-from hms.pretraining import finished_pretraining, pretrain
+from hms.pretraining import CLIP, finished_pretraining, pretrain, standardised, target_scale
 from tests.conftest import EFFNET, compose_train
 
 
@@ -117,3 +117,20 @@ def test_the_pipeline_pretrains_once_and_its_members_start_from_the_file(tiny, t
     )
     assert longer.returncode == 0, longer.stderr[-3000:]
     assert "pretrain epoch 3/3" in longer.stdout and "reusing" not in longer.stdout
+
+
+def test_targets_are_standardised_and_a_feature_undefined_on_a_window_is_not_a_nan():
+    """A feature that is not finite on some window (e.g. a ratio over a flat chain) neither
+    spoils the statistics nor makes a target NaN."""
+    torch.manual_seed(0)
+    values = torch.randn(64, 3) * torch.tensor([1.0, 10.0, 0.1]) + torch.tensor([0.0, 5.0, -1.0])
+    values[3, 0], values[7, 1], values[9, 2] = float("nan"), float("inf"), float("-inf")
+    centre, spread = target_scale(lambda eeg: eeg, [{"eeg": values[:32]}, {"eeg": values[32:]}])
+    finite = values[:, 1][torch.isfinite(values[:, 1])]
+    assert torch.isclose(centre[1], finite.median(), atol=0.5)  # the finite values' median
+    assert torch.isfinite(centre).all() and (spread > 0).all()
+    z = standardised(values, centre, spread)
+    assert torch.isfinite(z).all() and z.abs().max() <= CLIP
+    assert z[3, 0] == 0 and z[7, 1] == CLIP and z[9, 2] == -CLIP
+    # the scale makes the three features comparable
+    assert torch.allclose(z.std(dim=0), z.std(dim=0).mean(), rtol=0.5)

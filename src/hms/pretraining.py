@@ -77,13 +77,20 @@ def unlabelled_loader(dm: HMSDataModule, batch_size: int, seed: int) -> DataLoad
 def target_scale(
     features: nn.Module, batches: Iterable[Mapping[str, Tensor]]
 ) -> tuple[Tensor, Tensor]:
-    """Median and interquartile range of each feature over ``batches``."""
+    """Median and interquartile range of each feature over ``batches``, ignoring values that
+    are not finite (a feature undefined on a window, e.g. a ratio over a flat chain)."""
     values = torch.cat([features(b["eeg"].float()) for b in batches])
-    if not torch.isfinite(values).all():
-        raise HMSDataError(None, "pretraining: a window's qEEG features are not finite")
-    centre = values.median(dim=0).values
-    spread = (values.quantile(0.75, dim=0) - values.quantile(0.25, dim=0)).clamp_min(1e-6)
-    return centre, spread
+    values = values.masked_fill(~torch.isfinite(values), float("nan"))
+    centre = values.nanmedian(dim=0).values
+    spread = values.nanquantile(0.75, dim=0) - values.nanquantile(0.25, dim=0)
+    return centre.nan_to_num(0.0), spread.nan_to_num(1.0).clamp_min(1e-6)
+
+
+def standardised(values: Tensor, centre: Tensor, spread: Tensor) -> Tensor:
+    """The regression targets: standardised, clipped at +-CLIP, a value that is not finite at
+    the median (0)."""
+    z = ((values - centre) / spread).clamp(-CLIP, CLIP)
+    return z.nan_to_num(0.0, posinf=CLIP, neginf=-CLIP)
 
 
 def pretrain_backbone(
@@ -98,9 +105,13 @@ def pretrain_backbone(
     """Trains ``net.backbone`` (a ``SpecCNN``'s timm model) in place on the feature-regression
     pretext; returns the mean loss of each epoch. One-cycle schedule, AdamW, as training's."""
     features = EEGFeatures(montage=net.montage).eval()
-    centre, spread = target_scale(
-        features, (b for _, b in zip(range(stats_batches), loader, strict=False))
-    )
+
+    def first_batches() -> Iterable[Mapping[str, Tensor]]:
+        return (b for _, b in zip(range(stats_batches), loader, strict=False))
+
+    centre, spread = target_scale(features, first_batches())
+    if net.needs_fitting:  # dataset-wide normalisation of the image: the train split's statistics
+        net.fit_normalization(first_batches())
     head = nn.Linear(net.backbone.num_features, features.n_features)
     params = [*net.backbone.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -116,7 +127,7 @@ def pretrain_backbone(
         for batch in loader:
             eeg = batch["eeg"].float()
             with torch.no_grad():
-                target = ((features(eeg) - centre) / spread).clamp(-CLIP, CLIP)
+                target = standardised(features(eeg), centre, spread)
             pooled = net.backbone.forward_features(net.image({"eeg": eeg})).mean(dim=(2, 3))
             loss = F.smooth_l1_loss(head(pooled), target)
             if not math.isfinite(loss.item()):
