@@ -1,4 +1,4 @@
-"""``python -m hms.pretrain model=effnet_b0 [pretrain.epochs=30] [pretrain.out=FILE]``:
+"""``python -m hms.pretrain model=effnet_b0 [pretrain.epochs=15] [pretrain.out=FILE]``:
 self-supervised pretraining of an image member's backbone on the train split's unlabelled
 windows (``hms.pretraining``), written as a file that timm loads. Train on it with
 ``pretrained=true pretrained_file=FILE`` (``python -m hms.train``), or let the pipeline do both
