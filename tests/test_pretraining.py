@@ -5,6 +5,7 @@ cannot pretrain."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +19,15 @@ from hydra.utils import instantiate
 from hms.cli import conf_dir
 from hms.data.io import file_digest
 from hms.errors import HMSDataError
-from hms.pretraining import CLIP, finished_pretraining, pretrain, standardised, target_scale
+from hms.pretraining import (
+    CLIP,
+    finished_pretraining,
+    one_cycle,
+    pretext_views,
+    pretrain,
+    standardised,
+    target_scale,
+)
 from tests.conftest import EFFNET, compose_train
 
 
@@ -66,18 +75,45 @@ def test_pretraining_learns_the_features_and_the_image_members_load_it(tiny, tmp
     assert finished_pretraining(same) is None
 
 
-@pytest.mark.parametrize(
-    ("model", "message"),
-    [
-        (("model=resnet1d_gru",), "needs an image member"),
-        (("model=multispec_b0",), "reads the EEG alone"),
-    ],
-)
-def test_pretraining_refuses_a_member_it_cannot_pretrain(tiny, tmp_path: Path, model, message):
+def test_a_member_that_reads_the_kaggle_spectrogram_pretrains_on_its_own_image(
+    tiny, tmp_path: Path
+):
+    """multispec_b0's backbone learns the pretext from its own image (Kaggle and EEG maps side
+    by side), the targets from the same window's EEG; the Kaggle half is read."""
     root, _ = tiny
-    cfg = compose_train(tmp_path, root, *model, "pretrained=false")
+    small = ("model=multispec_b0", "model.net.map_size=[16,64]", *EFFNET[1:])  # the demo's size
+    cfg = compose_train(tmp_path, root, *small, "pretrained=false")
+    module = instantiate(cfg.model, _convert_="all")
+    assert pretext_views(module.net) == ("eeg", "spec")
+    dm = instantiate(cfg.data, views=list(pretext_views(module.net)))
+    dm.prepare_data()
+    dm.setup()
+    seen: list[tuple[str, ...]] = []
+    image = module.net.image
+    module.net.image = lambda batch: seen.append(tuple(sorted(batch))) or image(batch)
+    done = pretrain(module.net, dm, tmp_path / "m.pth", 2, 8, 3e-3, 0.01, 0, stats_batches=2)
+    assert seen and set(seen) == {("eeg", "spec")}
+    assert len(done.epoch_loss) == 2 and all(map(math.isfinite, done.epoch_loss))
+    loaded = compose_train(
+        tmp_path, root, *small, "pretrained=true", f"pretrained_file={done.path}"
+    )
+    backbone = instantiate(loaded.model, _convert_="all").net.backbone.state_dict()
+    saved = torch.load(done.path, weights_only=True)
+    assert all(torch.equal(backbone[k], v) for k, v in saved.items())
+
+    eeg_only = instantiate(cfg.data, views=["eeg"])
+    eeg_only.prepare_data()
+    eeg_only.setup()
+    with pytest.raises(HMSDataError, match=r"needs the views \['eeg', 'spec'\]"):
+        pretrain(module.net, eeg_only, tmp_path / "x.pth", 1, 8, 1e-3, 0.0, 0)
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_pretraining_refuses_a_member_that_is_not_an_image_model(tiny, tmp_path: Path):
+    root, _ = tiny
+    cfg = compose_train(tmp_path, root, "model=resnet1d_gru", "pretrained=false")
     net = instantiate(cfg.model, _convert_="all").net
-    with pytest.raises(HMSDataError, match=message):
+    with pytest.raises(HMSDataError, match="needs an image member"):
         pretrain(net, None, tmp_path / "x.pth", 1, 4, 1e-3, 0.0, 0)  # type: ignore[arg-type]
     assert not (tmp_path / "x.pth").exists()
 
@@ -134,3 +170,18 @@ def test_targets_are_standardised_and_a_feature_undefined_on_a_window_is_not_a_n
     assert z[3, 0] == 0 and z[7, 1] == CLIP and z[9, 2] == -CLIP
     # the scale makes the three features comparable
     assert torch.allclose(z.std(dim=0), z.std(dim=0).mean(), rtol=0.5)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 10, 11, 40])
+def test_the_schedule_runs_every_step_of_any_length(steps: int):
+    """torch's OneCycleLR divides by zero when its warm-up is a single step (10 steps at 0.1):
+    the pretraining schedule runs any number of steps and peaks at the learning rate."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1e-3)
+    schedule = one_cycle(optimizer, 1e-3, steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert max(rates) == pytest.approx(1e-3) and all(0 < r <= 1e-3 * (1 + 1e-9) for r in rates)

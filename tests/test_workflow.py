@@ -61,3 +61,45 @@ def test_the_blend_gets_the_ensemble_the_pipelines_command_line_changed(tmp_path
     assert members == ["eeg_transformer"]
     assert OmegaConf.to_container(ens_cfg.ensemble.members) == {"eeg_transformer": {"weight": 0.15}}
     assert ens_cfg.weights_dir == cfg.weights_dir and list(ens_cfg.folds) == list(cfg.folds)
+
+
+@pytest.mark.parametrize(
+    ("model", "files"),
+    [
+        ("effnet_b0", {"effnet_b0": "effnet_b0", "multispec_b0": "effnet_b0"}),
+        ("own", {"effnet_b0": "effnet_b0", "multispec_b0": "multispec_b0"}),
+    ],
+)
+def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
+    tmp_path, model, files
+):
+    """``pretrain.model``: one backbone the members share, or each member's own image (own):
+    every run config of a pretrained member names the file that pretraining writes, the others
+    start as configured."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from hms.cli import conf_dir
+    from hms.workflow import check_arguments, pretrain_config, pretrain_source, train_config
+
+    overrides = [f"paths.root_dir={tmp_path}", "pretrain.enabled=true", f"pretrain.model={model}"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("pipeline", overrides=overrides)
+        with open_dict(cfg):
+            cfg.choices = {"experiment": "demo", "ensemble": "demo"}
+        members = check_arguments(cfg)
+        runs = {m: train_config(cfg, m, 0) for m in members}
+        sources = {m: pretrain_source(cfg, m) for m in members}
+        pretrains = {s: pretrain_config(cfg, s) for s in set(sources.values()) - {None}}
+    GlobalHydra.instance().clear()
+    folder = tmp_path / "outputs" / "pretrained" / "demo"
+    assert {m: s for m, s in sources.items() if s} == files
+    for member, source in files.items():
+        assert runs[member].pretrained
+        assert runs[member].pretrained_file == str(folder / f"{source}.pth")
+        assert pretrains[source].model.name == source
+        assert pretrains[source].pretrain.out == runs[member].pretrained_file
+    for member in set(members) - set(files):
+        assert not runs[member].pretrained and sources[member] is None

@@ -1,6 +1,7 @@
 """``python -m hms.pretrain model=effnet_b0 [pretrain.epochs=15] [pretrain.out=FILE]``:
 self-supervised pretraining of an image member's backbone on the train split's unlabelled
-windows (``hms.pretraining``), written as a file that timm loads. Train on it with
+windows (``hms.pretraining``), on that member's own image (``model=multispec_b0``: its Kaggle and
+EEG maps side by side), written as a file that timm loads. Train on it with
 ``pretrained=true pretrained_file=FILE`` (``python -m hms.train``), or let the pipeline do both
 (its ``pretrain`` block). The settings are training's (conf/train.yaml: data, experiment,
 model) plus conf/pretrain.yaml's ``pretrain`` block.

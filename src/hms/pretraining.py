@@ -1,6 +1,7 @@
 """Self-supervised pretraining of an image member's backbone on unlabelled EEG windows.
 
-The pretext task: from a window's spectrogram image, the backbone's pooled features predict the
+The pretext task: from a window's image as the member builds it (effnet_b0's EEG spectrograms,
+or multispec's Kaggle and EEG maps side by side), the backbone's pooled features predict the
 qEEG features that ``hms.models.features.EEGFeatures`` computes from the same window's signal
 (band powers and their ratios per chain, spectral edge and peak frequency, periodicity from the
 autocorrelation, left/right asymmetry and correlation). The targets come from the recording
@@ -37,7 +38,7 @@ from torch.utils.data import DataLoader
 from hms import runs
 from hms.data.cache import fingerprint
 from hms.data.datamodule import HMSDataModule
-from hms.data.dataset import CacheDataset
+from hms.data.dataset import VIEWS, CacheDataset
 from hms.data.io import HMSLayout, atomic_path, check_writable, file_digest
 from hms.errors import HMSDataError, check_int
 from hms.models.features import EEGFeatures
@@ -62,14 +63,20 @@ class Pretrained:
     seconds: float
 
 
-def unlabelled_loader(dm: HMSDataModule, batch_size: int, seed: int) -> DataLoader:
-    """A random window of every sample of the train split (all folds) per epoch; the votes ride
-    along in the batches but are never read."""
+def pretext_views(net: nn.Module) -> tuple[str, ...]:
+    """The dataset views a pretraining batch needs: what the member's image reads, and the EEG
+    that the targets are computed from."""
+    return tuple(v for v in VIEWS if v == "eeg" or v in tuple(net.inputs))
+
+
+def unlabelled_loader(
+    dm: HMSDataModule, batch_size: int, seed: int, views: tuple[str, ...] = ("eeg",)
+) -> DataLoader:
+    """A random window of every sample of the train split (all folds) per epoch, with ``views``;
+    the votes ride along in the batches but are never read."""
     assert dm.train_cache is not None, "call dm.setup() first"
     index = np.arange(len(dm.train_cache.samples))
-    ds = CacheDataset(
-        dm.train_cache, index, dm.window, random_window=True, seed=seed, views=("eeg",)
-    )
+    ds = CacheDataset(dm.train_cache, index, dm.window, random_window=True, seed=seed, views=views)
     return DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=len(ds) > batch_size)
 
 
@@ -91,6 +98,19 @@ def standardised(values: Tensor, centre: Tensor, spread: Tensor) -> Tensor:
     the median (0)."""
     z = ((values - centre) / spread).clamp(-CLIP, CLIP)
     return z.nan_to_num(0.0, posinf=CLIP, neginf=-CLIP)
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer, lr: float, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """One cycle over ``steps``, warming up over a tenth of them (at least two steps: torch's
+    schedule divides by zero when its warm-up is one step); constant at ``lr`` for fewer than
+    four steps, which cannot hold a cycle."""
+    if steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2.0 / steps)
+    )
 
 
 def pretrain_backbone(
@@ -115,10 +135,7 @@ def pretrain_backbone(
     head = nn.Linear(net.backbone.num_features, features.n_features)
     params = [*net.backbone.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    steps = max(1, epochs * len(loader))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=steps, pct_start=0.1
-    )
+    schedule = one_cycle(optimizer, lr, epochs * len(loader))
     net.train()
     losses: list[float] = []
     start = time.perf_counter()
@@ -128,7 +145,8 @@ def pretrain_backbone(
             eeg = batch["eeg"].float()
             with torch.no_grad():
                 target = standardised(features(eeg), centre, spread)
-            pooled = net.backbone.forward_features(net.image({"eeg": eeg})).mean(dim=(2, 3))
+            image = net.image({k: batch[k].float() for k in net.inputs})
+            pooled = net.backbone.forward_features(image).mean(dim=(2, 3))
             loss = F.smooth_l1_loss(head(pooled), target)
             if not math.isfinite(loss.item()):
                 raise HMSDataError(None, f"pretraining diverged at epoch {epoch + 1} (loss {loss})")
@@ -191,20 +209,22 @@ def pretrain(
     log: Callable[[str], None] = _print,
 ) -> Pretrained:
     """Pretrains ``net``'s backbone on the unlabelled windows of ``dm``'s train split and writes
-    it to ``out`` (with ``out.json``); ``net`` must be an image member (``SpecCNN``) reading the
-    EEG alone."""
+    it to ``out`` (with ``out.json``); ``net`` must be an image member (``SpecCNN``). The image is
+    the member's own (e.g. multispec's Kaggle and EEG maps side by side); the targets always come
+    from the window's EEG, so ``dm`` must serve ``pretext_views(net)``."""
     if not (hasattr(net, "backbone") and hasattr(net, "image")):
         raise HMSDataError(
             None, f"pretraining needs an image member (SpecCNN), not {type(net).__name__}"
         )
-    if tuple(net.inputs) != ("eeg",):
+    views = pretext_views(net)
+    if not set(views) <= set(dm.views):
         raise HMSDataError(
             None,
-            f"pretraining reads the EEG alone; this member also reads {list(net.inputs)}: "
-            "pretrain an EEG-only member with the same backbone and load its file",
+            f"pretraining this member needs the views {list(views)}; the data serves "
+            f"{list(dm.views)}",
         )
     torch.manual_seed(seed)
-    loader = unlabelled_loader(dm, batch_size, seed)
+    loader = unlabelled_loader(dm, batch_size, seed, views)
     start = time.perf_counter()
     losses = pretrain_backbone(net, loader, epochs, lr, weight_decay, stats_batches, log)
     seconds = time.perf_counter() - start
@@ -250,7 +270,7 @@ def run_pretraining(cfg: DictConfig, reuse: bool = False) -> Pretrained:
     if reuse and (done := finished_pretraining(cfg)) is not None:
         return done
     module = instantiate(cfg.model, _convert_="all")
-    dm = instantiate(cfg.data, views=["eeg"])
+    dm = instantiate(cfg.data, views=list(pretext_views(module.net)))
     dm.prepare_data()
     dm.setup()
     meta = {

@@ -4,8 +4,9 @@
 holding the chosen ``experiment`` and ``ensemble`` config names) and
 
 1. makes sure the data is there (``ensure_data``: the built-in dataset is generated when absent);
-2. optionally (``pretrain.enabled``) pretrains an image member's backbone on the train split's
-   unlabelled windows (``hms.pretraining``), and the ``pretrain.members`` start from it;
+2. optionally (``pretrain.enabled``) pretrains image backbones on the train split's unlabelled
+   windows (``hms.pretraining``): one shared backbone (``pretrain.model=NAME``) or each of the
+   ``pretrain.members`` on its own image (``own``), and those members start from the files;
    then trains every member of the ensemble on each of ``folds`` through ``hms.training`` (the run
    configs composed by ``train_config`` and all checked first); a run whose folder already holds
    the outputs of the same resolved config (``finished``) is reused, not retrained;
@@ -85,35 +86,47 @@ def ensure_data(cfg: DictConfig) -> Path:
     return data_dir
 
 
-def pretrain_config(cfg: DictConfig) -> DictConfig:
-    """The ``hms.pretrain`` config of the pipeline's pretraining: the runs' settings (experiment,
-    data, ``train_overrides``) with the ``pretrain`` block's model, epochs and file."""
+OWN = "own"  # pretrain.model: each member pretrains its backbone on its own image
+
+
+def pretrain_source(cfg: DictConfig, model: str) -> str | None:
+    """The model whose pretraining ``model``'s runs start from: itself with ``pretrain.model=own``,
+    else ``pretrain.model`` (one backbone shared by the members); None when it starts as
+    configured (pretraining off, or not one of ``pretrain.members``)."""
     p = cfg.pretrain
+    if not (p.enabled and model in set(p.members)):
+        return None
+    return model if p.model == OWN else str(p.model)
+
+
+def pretrained_file(cfg: DictConfig, source: str) -> Path:
+    """Where the pipeline writes the backbone that ``source``'s image pretrained."""
+    return Path(cfg.pretrain.dir) / f"{source}.pth"
+
+
+def pretrain_config(cfg: DictConfig, source: str) -> DictConfig:
+    """The ``hms.pretrain`` config of the pipeline's pretraining on ``source``'s image: the runs'
+    settings (experiment, data, ``train_overrides``) with the ``pretrain`` block's epochs."""
     overrides = [
         f"experiment={cfg.choices.experiment}",
-        f"model={p.model}",
+        f"model={source}",
         f"trainer={_trainer(cfg)}",
         f"data.data_dir={cfg.data_dir}",
         *_common(cfg),
         *cfg.train_overrides,
-        f"pretrain.epochs={p.epochs}",
-        f"pretrain.out={p.out}",
+        f"pretrain.epochs={cfg.pretrain.epochs}",
+        f"pretrain.out={pretrained_file(cfg, source)}",
     ]
     return compose("pretrain", overrides=overrides)
-
-
-def _starts_pretrained(cfg: DictConfig, model: str) -> bool:
-    return bool(cfg.pretrain.enabled) and model in set(cfg.pretrain.members)
 
 
 def train_config(cfg: DictConfig, model: str, fold: int) -> DictConfig:
     """The ``hms.train`` config of one run of the pipeline (composed, so Hydra must be
     initialised: the command's, or ``hydra.initialize_config_dir`` in a notebook or test)."""
-    pretrained = (
-        ["pretrained=true", f"pretrained_file={cfg.pretrain.out}"]
-        if _starts_pretrained(cfg, model)
-        else []
-    )
+    source = pretrain_source(cfg, model)
+    pretrained = []
+    if source is not None:
+        pretrained = ["pretrained=true", f"pretrained_file={pretrained_file(cfg, source)}"]
     overrides = [
         f"experiment={cfg.choices.experiment}",
         f"model={model}",
@@ -226,7 +239,7 @@ def check_arguments(cfg: DictConfig) -> list[str]:
                 f"pretrain.members={list(cfg.pretrain.members)}: choose among the ensemble's "
                 f"{list(cfg.ensemble.members)}",
             )
-        check_writable(cfg.pretrain.out, "pretrained weights file", folder=False)
+        check_writable(cfg.pretrain.dir, "pretrained weights folder", folder=True)
     return members
 
 
@@ -258,10 +271,12 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     data_dir = ensure_data(cfg)
     timings: dict[str, float] = {}
 
-    if cfg.pretrain.enabled and any(_starts_pretrained(cfg, m) for m in members):
+    sources = dict.fromkeys(s for m in members if (s := pretrain_source(cfg, m)) is not None)
+    if sources:
         t = time.perf_counter()
-        done = run_pretraining(pretrain_config(cfg), reuse=bool(cfg.reuse_runs))
-        print(f"[pipeline] {cfg.pretrain.model}'s pretrained backbone: {done.path}")
+        for source in sources:
+            done = run_pretraining(pretrain_config(cfg, source), reuse=bool(cfg.reuse_runs))
+            print(f"[pipeline] {source}'s pretrained backbone: {done.path}")
         timings["pretrain"] = time.perf_counter() - t
 
     t = time.perf_counter()
