@@ -99,9 +99,10 @@ def pretrain_source(cfg: DictConfig, model: str) -> str | None:
     return model if p.model == OWN else str(p.model)
 
 
-def pretrained_file(cfg: DictConfig, source: str) -> Path:
-    """Where the pipeline writes the backbone that ``source``'s image pretrained."""
-    return Path(cfg.pretrain.dir) / f"{source}.pth"
+def pretrained_file(cfg: DictConfig, source: str) -> str:
+    """Where the pipeline writes the backbone that ``source``'s image pretrained, spelled as
+    ``pretrain.dir`` is (a run's config, and so its reuse, compares the string)."""
+    return f"{str(cfg.pretrain.dir).rstrip('/')}/{source}.pth"
 
 
 def pretrain_config(cfg: DictConfig, source: str) -> DictConfig:
