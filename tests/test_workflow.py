@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
-import pytest
-from omegaconf import OmegaConf
+from contextlib import contextmanager
 
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
+
+from hms.cli import conf_dir
 from hms.errors import HMSDataError
-from hms.workflow import teachers_first
+from hms.workflow import (
+    check_arguments,
+    ensemble_config,
+    pretrain_config,
+    pretrain_source,
+    teachers_first,
+    train_config,
+)
+
+
+@contextmanager
+def pipeline_config(*overrides: str):
+    """The demo pipeline's config (as the command composes it) inside an initialised Hydra, so
+    that the run configs can be composed from it."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            cfg = compose("pipeline", overrides=list(overrides))
+            with open_dict(cfg):
+                cfg.choices = {"experiment": "demo", "ensemble": "demo"}
+            yield cfg
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def run(root, member: str, fold: int, sources=None):
@@ -41,23 +68,11 @@ def test_a_cycle_of_teachers_is_refused(tmp_path):
 def test_the_blend_gets_the_ensemble_the_pipelines_command_line_changed(tmp_path):
     """``python -m hms.pipeline members=[eeg_transformer] '+ensemble.members.eeg_transformer=
     {weight: 0.15}'`` (docs/architecture.md): the member added on the command line is blended."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    from hms.cli import conf_dir
-    from hms.workflow import check_arguments, ensemble_config
-
     overrides = [f"paths.root_dir={tmp_path}", "members=[eeg_transformer]",
                  "+ensemble.members.eeg_transformer={weight: 0.15}"]  # fmt: skip
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose("pipeline", overrides=overrides)
-        with open_dict(cfg):
-            cfg.choices = {"experiment": "demo", "ensemble": "demo"}
+    with pipeline_config(*overrides) as cfg:
         members = check_arguments(cfg)
         ens_cfg = ensemble_config(cfg, members)
-    GlobalHydra.instance().clear()
     assert members == ["eeg_transformer"]
     assert OmegaConf.to_container(ens_cfg.ensemble.members) == {"eeg_transformer": {"weight": 0.15}}
     assert ens_cfg.weights_dir == cfg.weights_dir and list(ens_cfg.folds) == list(cfg.folds)
@@ -76,24 +91,12 @@ def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
     """``pretrain.model``: one backbone the members share, or each member's own image (own):
     every run config of a pretrained member names the file that pretraining writes, the others
     start as configured."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    from hms.cli import conf_dir
-    from hms.workflow import check_arguments, pretrain_config, pretrain_source, train_config
-
     overrides = [f"paths.root_dir={tmp_path}", "pretrain.enabled=true", f"pretrain.model={model}"]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose("pipeline", overrides=overrides)
-        with open_dict(cfg):
-            cfg.choices = {"experiment": "demo", "ensemble": "demo"}
+    with pipeline_config(*overrides) as cfg:
         members = check_arguments(cfg)
         runs = {m: train_config(cfg, m, 0) for m in members}
         sources = {m: pretrain_source(cfg, m) for m in members}
         pretrains = {s: pretrain_config(cfg, s) for s in set(sources.values()) - {None}}
-    GlobalHydra.instance().clear()
     folder = tmp_path / "outputs" / "pretrained" / "demo"
     assert {m: s for m, s in sources.items() if s} == files
     for member, source in files.items():
