@@ -106,3 +106,14 @@ def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
         assert pretrains[source].pretrain.out == runs[member].pretrained_file
     for member in set(members) - set(files):
         assert not runs[member].pretrained and sources[member] is None
+
+
+def test_a_pretraining_model_that_does_not_exist_is_refused_before_any_work(tmp_path):
+    from hms.workflow import run_pipeline
+
+    root = tmp_path / "work"
+    typo = (f"paths.root_dir={root}", "pretrain.enabled=true", "pretrain.model=efnet_b0")
+    refused = r"pretrain.model must be one of \['own', .*got 'efnet_b0'"
+    with pipeline_config(*typo) as cfg, pytest.raises(HMSDataError, match=refused):
+        run_pipeline(cfg)
+    assert not root.exists()  # no data generated, nothing written

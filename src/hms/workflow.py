@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra import compose
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hms import runs
@@ -269,14 +270,21 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     members = check_arguments(cfg)
     plan = plan_runs(cfg, members)
+    sources = dict.fromkeys(s for m in members if (s := pretrain_source(cfg, m)) is not None)
+    try:  # composed (so checked) before any work
+        pretrainings = {s: pretrain_config(cfg, s) for s in sources}
+    except MissingConfigException as exc:
+        choices = [OWN, *(exc.options or [])]
+        raise HMSDataError(
+            None, f"pretrain.model must be one of {choices}, got {cfg.pretrain.model!r}"
+        ) from exc
     data_dir = ensure_data(cfg)
     timings: dict[str, float] = {}
 
-    sources = dict.fromkeys(s for m in members if (s := pretrain_source(cfg, m)) is not None)
-    if sources:
+    if pretrainings:
         t = time.perf_counter()
-        for source in sources:
-            done = run_pretraining(pretrain_config(cfg, source), reuse=bool(cfg.reuse_runs))
+        for source, pretrain_cfg in pretrainings.items():
+            done = run_pretraining(pretrain_cfg, reuse=bool(cfg.reuse_runs))
             print(f"[pipeline] {source}'s pretrained backbone: {done.path}")
         timings["pretrain"] = time.perf_counter() - t
 
