@@ -120,9 +120,10 @@ def test_pretraining_refuses_a_member_that_is_not_an_image_model(tiny, tmp_path:
 
 @pytest.mark.slow
 def test_the_pipeline_pretrains_once_and_its_members_start_from_the_file(tiny, tmp_path: Path):
-    """``python -m hms.pipeline pretrain.enabled=true``: the backbone is pretrained before the
-    members that start from it; a second run reuses the file and the runs; pretraining again
-    with other settings trains those runs again."""
+    """``python -m hms.pipeline pretrain.enabled=true pretrain.model=own``: the backbone is
+    pretrained on the member's own image before the member's runs, which start from it; a
+    second run reuses the file and the runs; pretraining again with other settings trains those
+    runs again."""
     root, _ = tiny
     out = tmp_path / "outputs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
@@ -133,6 +134,7 @@ def test_the_pipeline_pretrains_once_and_its_members_start_from_the_file(tiny, t
         f"paths.output_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}",
         f'train_overrides=["debug=fast","data.batch_size=4",{effnet}]',
         "pretrain.enabled=true", "pretrain.epochs=2", "pretrain.members=[effnet_b0]",
+        "pretrain.model=own",
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
