@@ -83,6 +83,7 @@ def test_the_blend_gets_the_ensemble_the_pipelines_command_line_changed(tmp_path
     [
         ("effnet_b0", {"effnet_b0": "effnet_b0", "multispec_b0": "effnet_b0"}),
         ("own", {"effnet_b0": "effnet_b0", "multispec_b0": "multispec_b0"}),
+        (None, {"effnet_b0": "multispec_b0", "multispec_b0": "multispec_b0"}),  # the default
     ],
 )
 def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
@@ -91,7 +92,8 @@ def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
     """``pretrain.model``: one backbone the members share, or each member's own image (own):
     every run config of a pretrained member names the file that pretraining writes, the others
     start as configured."""
-    overrides = [f"paths.root_dir={tmp_path}", "pretrain.enabled=true", f"pretrain.model={model}"]
+    overrides = [f"paths.root_dir={tmp_path}", "pretrain.enabled=true"]
+    overrides += [f"pretrain.model={model}"] if model else []
     with pipeline_config(*overrides) as cfg:
         members = check_arguments(cfg)
         runs = {m: train_config(cfg, m, 0) for m in members}
