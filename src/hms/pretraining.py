@@ -142,10 +142,11 @@ def pretrain_backbone(
     for epoch in range(epochs):
         total, n = 0.0, 0
         for batch in loader:
-            eeg = batch["eeg"].float()
+            signals = {k: batch[k].float() for k in {"eeg", *net.inputs}}  # each cast once
+            eeg = signals["eeg"]
             with torch.no_grad():
                 target = standardised(features(eeg), centre, spread)
-            image = net.image({k: batch[k].float() for k in net.inputs})
+            image = net.image({k: signals[k] for k in net.inputs})
             pooled = net.backbone.forward_features(image).mean(dim=(2, 3))
             loss = F.smooth_l1_loss(head(pooled), target)
             if not math.isfinite(loss.item()):
