@@ -25,6 +25,7 @@ from hms.pretraining import (
     one_cycle,
     pretext_views,
     pretrain,
+    run_pretraining,
     standardised,
     target_scale,
 )
@@ -73,6 +74,25 @@ def test_pretraining_learns_the_features_and_the_image_members_load_it(tiny, tmp
     assert meta["sha256"] == file_digest(out)["sha256"]
     out.write_bytes(out.read_bytes()[:-1] + b"x")
     assert finished_pretraining(same) is None
+
+
+def test_the_same_config_pretrains_the_same_backbone(tiny, tmp_path: Path):
+    """The seed fixes the backbone's random start, the windows and their order: two pretrainings
+    of one config (one process, whatever ran before) write the same weights."""
+    root, _ = tiny
+    overrides = [
+        "experiment=tiny", *EFFNET, f"data.data_dir={root}",
+        f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'outputs'}",
+        "data.batch_size=8", "pretrain.epochs=1", "pretrain.stats_batches=2", "seed=3",
+    ]  # fmt: skip
+    files = [tmp_path / "a.pth", tmp_path / "b.pth"]
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfgs = [compose("pretrain", overrides=[*overrides, f"pretrain.out={f}"]) for f in files]
+    losses = [run_pretraining(cfg).epoch_loss for cfg in cfgs]
+    first, second = (torch.load(f, weights_only=True) for f in files)
+    assert losses[0] == losses[1]
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_a_member_that_reads_the_kaggle_spectrogram_pretrains_on_its_own_image(

@@ -83,7 +83,7 @@ def test_the_blend_gets_the_ensemble_the_pipelines_command_line_changed(tmp_path
     [
         ("effnet_b0", {"effnet_b0": "effnet_b0", "multispec_b0": "effnet_b0"}),
         ("own", {"effnet_b0": "effnet_b0", "multispec_b0": "multispec_b0"}),
-        (None, {"effnet_b0": "multispec_b0", "multispec_b0": "multispec_b0"}),  # the default
+        (None, {"effnet_b0": "multispec_b0", "multispec_b0": "multispec_b0"}),  # main command
     ],
 )
 def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
@@ -91,10 +91,12 @@ def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
 ):
     """``pretrain.model``: one backbone the members share, or each member's own image (own):
     every run config of a pretrained member names the file that pretraining writes, the others
-    start as configured."""
-    overrides = [f"paths.root_dir={tmp_path}", "pretrain.enabled=true"]
-    overrides += [f"pretrain.model={model}"] if model else []
+    start as configured. The main command (no override: experiment=demo) pretrains too, for the
+    epochs its experiment sets."""
+    overrides = [f"paths.root_dir={tmp_path}"]
+    overrides += ["pretrain.enabled=true", f"pretrain.model={model}"] if model else []
     with pipeline_config(*overrides) as cfg:
+        epochs = cfg.pretrain.epochs
         members = check_arguments(cfg)
         runs = {m: train_config(cfg, m, 0) for m in members}
         sources = {m: pretrain_source(cfg, m) for m in members}
@@ -106,8 +108,22 @@ def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
         assert runs[member].pretrained_file == str(folder / f"{source}.pth")
         assert pretrains[source].model.name == source
         assert pretrains[source].pretrain.out == runs[member].pretrained_file
+        assert pretrains[source].pretrain.epochs == epochs
     for member in set(members) - set(files):
         assert not runs[member].pretrained and sources[member] is None
+
+
+def test_the_longer_cpu_recipe_trains_every_member_from_scratch(tmp_path):
+    """experiment=cpu_long inherits the demo's recipe but not its pretraining: its documented
+    figures are the from-scratch ones (docs/learning.md)."""
+    with pipeline_config(f"paths.root_dir={tmp_path}", "experiment=cpu_long") as cfg:
+        with open_dict(cfg):
+            cfg.choices.experiment = "cpu_long"
+        members = check_arguments(cfg)
+        runs = {m: train_config(cfg, m, 0) for m in members}
+    assert not cfg.pretrain.enabled and {pretrain_source(cfg, m) for m in members} == {None}
+    assert not any(run.pretrained for run in runs.values())
+    assert runs["effnet_b0"].data.data_dir == str(tmp_path / "data" / "large")
 
 
 def test_a_pretraining_model_that_does_not_exist_is_refused_before_any_work(tmp_path):
