@@ -270,9 +270,8 @@ def run_pretraining(cfg: DictConfig, reuse: bool = False) -> Pretrained:
     check_writable(settings.out, "pretrained weights file", folder=False)
     if reuse and (done := finished_pretraining(cfg)) is not None:
         return done
-    torch.manual_seed(
-        int(cfg.seed)
-    )  # the backbone's random start too: the same config, the same file
+    # seeded before the backbone's random start is drawn: the same config, the same file
+    torch.manual_seed(int(cfg.seed))
     module = instantiate(cfg.model, _convert_="all")
     dm = instantiate(cfg.data, views=list(pretext_views(module.net)))
     dm.prepare_data()
