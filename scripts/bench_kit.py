@@ -116,7 +116,7 @@ def main() -> None:
         "--weights", nargs="*", default=[], metavar="NAME=DIR",
         help="a real weights folder for an ensemble instead of untrained networks",
     )  # fmt: skip
-    samples = HERE.parent / "shared" / "data" / "kaggle_samples"
+    samples = HERE / "tests" / "data" / "kaggle_samples"
     parser.add_argument("--kaggle-dir", type=Path, default=samples)
     parser.add_argument("--test-eegs", type=int, default=1000)
     args = parser.parse_args()

@@ -296,7 +296,7 @@ def step_correctness(plan: Plan) -> dict[str, Any]:
     out["training_step"] = steps
 
     weights = plan.outputs / "ensembles" / f"validate_{plan.experiment}" / "seed"
-    kaggle = ROOT.parent / "shared" / "data" / "kaggle_samples"
+    kaggle = ROOT / "tests" / "data" / "kaggle_samples"
     if (weights / "ensemble.json").is_file() and (kaggle / "test.csv").is_file():
         args = {"progress": False, "return_members": True}
         _, cpu = predict(kaggle, weights, None, device="cpu", precision="32", **args)

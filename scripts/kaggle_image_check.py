@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kit", type=Path, required=True, help="a kit (hms.export format=kaggle)")
     parser.add_argument("--work", type=Path, required=True, help="a scratch folder (kept)")
-    samples = HERE.parent / "shared" / "data" / "kaggle_samples"
+    samples = HERE / "tests" / "data" / "kaggle_samples"
     parser.add_argument("--kaggle-dir", type=Path, default=samples)
     args = parser.parse_args()
     python = image_environment(args.work / "env", args.kit / BASE_FILE)

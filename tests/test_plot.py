@@ -15,8 +15,6 @@ from hms.errors import HMSDataError
 from hms.metrics import kl_divergence, normalize_votes
 from hms.report import _confusion, _kl_by_votes, per_class_kl, sample_figure
 
-from .conftest import KAGGLE_SAMPLES
-
 
 def test_per_class_terms_sum_to_the_kl():
     rng = np.random.default_rng(0)
@@ -51,9 +49,9 @@ def test_sample_of_the_real_kaggle_test_files(kaggle_dir, tmp_path):
         load_sample(kaggle_dir)  # the real train.csv is a header without rows
 
 
-def test_cli_and_unknown_id(tmp_path):
+def test_cli_and_unknown_id(kaggle_dir, tmp_path):
     out = tmp_path / "k.png"
-    cmd = [sys.executable, "-m", "hms.plot", "sample", f"data_dir={KAGGLE_SAMPLES}"]
+    cmd = [sys.executable, "-m", "hms.plot", "sample", f"data_dir={kaggle_dir}"]
     done = subprocess.run([*cmd, "eeg_id=3911565283", f"out={out}"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert out.is_file()
