@@ -338,7 +338,7 @@ def test_the_kit_holds_wheels_base_weights_card_notebook_readme(kit, pipeline_ru
     scores = pd.read_csv(pipeline_run["scores"]).set_index("name")
     for needed in (
         f"written by hms {hms.__version__}",
-        "| resnet1d_gru | 2 |",
+        "| resnet1d_gru | ResNet1DGRU | 2 |",
         f"{scores.loc['resnet1d_gru', 'cv']:.4f}",
         f"{scores.loc['blend: fitted, in-sample', 'test']:.4f}",  # the test figures, found
         str(pipeline_run["scores"]),

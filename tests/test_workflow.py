@@ -110,19 +110,22 @@ def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
         assert pretrains[source].pretrain.out == runs[member].pretrained_file
         assert pretrains[source].pretrain.epochs == epochs
     for member in set(members) - set(files):
-        assert not runs[member].pretrained and sources[member] is None
+        assert runs[member].pretrained_file is None and sources[member] is None
 
 
-def test_the_longer_cpu_recipe_trains_every_member_from_scratch(tmp_path):
-    """experiment=cpu_long inherits the demo's recipe but not its pretraining: its documented
-    figures are the from-scratch ones (docs/learning.md)."""
+def test_the_longer_cpu_recipe_starts_the_image_members_from_imagenet(tmp_path):
+    """experiment=cpu_long inherits the demo's recipe: its image members start from the ImageNet
+    weights the set-up installs, without self-supervised pretraining (docs/learning.md)."""
     with pipeline_config(f"paths.root_dir={tmp_path}", "experiment=cpu_long") as cfg:
         with open_dict(cfg):
             cfg.choices.experiment = "cpu_long"
         members = check_arguments(cfg)
         runs = {m: train_config(cfg, m, 0) for m in members}
     assert not cfg.pretrain.enabled and {pretrain_source(cfg, m) for m in members} == {None}
-    assert not any(run.pretrained for run in runs.values())
+    assert not any(run.pretrained_file for run in runs.values())
+    for member in ("effnet_b0", "multispec_b0"):
+        net = runs[member].model.net
+        assert net.pretrained and net.backbone == "tf_efficientnet_lite0"
     assert runs["effnet_b0"].data.data_dir == str(tmp_path / "data" / "large")
 
 

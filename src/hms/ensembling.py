@@ -223,6 +223,13 @@ def _member_data(run: Path) -> dict[str, Any]:
     }
 
 
+def _member_network(run: Path) -> str:
+    """The network a run trained, in words (``hms.models.imagenet.describe_network``)."""
+    from hms.models.imagenet import describe_network
+
+    return describe_network(OmegaConf.load(run / "config.yaml").model)
+
+
 def check_member_runs(members: list[MemberRuns]) -> None:
     """Each run's checkpoint checked as ``hms.predict`` checks the weights folder's, before any
     score is computed or file copied (``hms.backends.pytorch.check_checkpoint``: bounded, its
@@ -411,6 +418,7 @@ def _build(
         "configured_weights": dict(zip(names, configured.round(4).tolist(), strict=True)),
         "fitted_weights": dict(zip(names, fitted_w.round(4).tolist(), strict=True)),
         "references": [n for n, b in zip(names, blended, strict=True) if not b],
+        "networks": {m.name: _member_network(next(iter(m.runs.values()))) for m in members},
         "fitted_bias": None if fitted_bias is None else fitted_bias.round(4).tolist(),
         "table": table,
     }
@@ -467,6 +475,8 @@ def format_table(summary: dict[str, Any]) -> str:
         if row.get("reference"):
             name, weights = f"{name} (reference)", f"{'not blended':>17s}"
         lines.append(f"{name:34s} {row['kl']:8.4f} {row['kl_hq']:8.4f} {weights}")
+    for name, network in summary.get("networks", {}).items():
+        lines.append(f"{name}: {network}")
     if summary["fitted_bias"] is not None:
         lines.append(f"fitted per-class log bias: {summary['fitted_bias']}")
     lines.append(f"wrote {summary['use']} weights to {summary['weights_dir']}/{ENSEMBLE_FILE}")

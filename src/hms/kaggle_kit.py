@@ -651,10 +651,15 @@ def model_card(
         _cv_line(spec.cv),
         f"- test figures: {scores_from}",
         "",
-        "| member | fold checkpoints | weight |",
-        "| --- | ---: | ---: |",
+        "| member | network | fold checkpoints | weight |",
+        "| --- | --- | ---: | ---: |",
     ]
-    lines += [f"| {m} | {len(spec.checkpoints[m])} | {spec.weights[m]:.4f} |" for m in spec.members]
+    networks = spec.cv.get("networks", {}) if isinstance(spec.cv.get("networks"), dict) else {}
+    lines += [
+        f"| {m} | {networks.get(m, 'unknown')} | {len(spec.checkpoints[m])} | "
+        f"{spec.weights[m]:.4f} |"
+        for m in spec.members
+    ]
     if cv_rows:
         lines += [
             "",

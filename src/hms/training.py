@@ -51,6 +51,7 @@ from hms.data.io import atomic_path, file_digest, write_parquet
 from hms.data.labels import TARGET_COLUMNS
 from hms.errors import HMSDataError
 from hms.metrics import kl_summary
+from hms.models import imagenet
 from hms.models.module import HMSModule, predict_loader
 from hms.progress import is_terminal
 from hms.report import ensemble_report
@@ -420,6 +421,7 @@ def check_config(cfg: DictConfig) -> None:
             "sets model_scale: <scale>/<model> and what the recipe changes of conf/model/",
         )
     _check_refine(cfg)
+    _check_imagenet(cfg)
 
 
 def refine_sources(cfg: DictConfig) -> list[Path]:
@@ -476,13 +478,27 @@ def refine_inputs(cfg: DictConfig) -> dict[str, str] | None:
 
 
 def pretrained_input(cfg: DictConfig) -> dict[str, Any] | None:
-    """Size and SHA-256 of the local pretrained weights file a run starts from (None without
-    one): part of what the run was built from, so that a run is not reused after its file was
-    pretrained again."""
-    path = cfg.get("pretrained_file")
-    if not (cfg.get("pretrained") and path):
+    """What a run's network starts from, where it is not random (None): the local pretrained
+    file's size and SHA-256, or the ImageNet source (``hms.models.imagenet``: the weights
+    package and its pinned digest, or timm's hub). Part of what the run was built from, so that
+    a run is not reused after its file was pretrained again or its start changed."""
+    net = cfg.model.get("net") or {}
+    if not (net.get("pretrained") and "backbone" in net):
         return None
-    return file_digest(path) if Path(path).is_file() else {"missing": str(path)}
+    path = net.get("pretrained_file")
+    if path:
+        return file_digest(path) if Path(path).is_file() else {"missing": str(path)}
+    return imagenet.resolve(str(net.backbone)).identity()
+
+
+def _check_imagenet(cfg: DictConfig) -> None:
+    """An image member that starts from ImageNet weights (``pretrained=true`` without a
+    ``pretrained_file``) finds them on this machine now, or stops in one line naming the
+    backbone and the ways to get them (``hms.models.imagenet``). A ``pretrained_file`` is
+    checked where it is read: the pipeline's pretraining writes it after this check."""
+    net = cfg.model.get("net") or {}
+    if net.get("pretrained") and "backbone" in net and not net.get("pretrained_file"):
+        imagenet.check_available(str(net.backbone))
 
 
 def _data_identity(cfg: DictConfig, dm: HMSDataModule) -> dict[str, Any]:

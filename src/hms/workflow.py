@@ -324,6 +324,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         "weights": summary[f"{cfg.use}_weights"],
         "submission": str(submission_path),
         "table": table,
+        "networks": summary.get("networks", {}),
     }
     answers = data_dir / "test_answers.csv"
     if answers.is_file():  # the scores of hms.score, and each member's and blend's
@@ -376,6 +377,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{name:34s} {weight:>7s} {num(row.get('cv'))} "
             f"{num(row.get('cv_hq'))} {num(row.get('test'))} {num(row.get('test_hq'))}"
         )
+    lines += [f"{name}: {network}" for name, network in report.get("networks", {}).items()]
     s = report["seconds"]
     pretrain = f"pretrain {s['pretrain']:.0f} s, " if "pretrain" in s else ""
     lines.append(

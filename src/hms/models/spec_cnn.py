@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hms.constants import N_CLASSES
 from hms.data.montage import montage_name
+from hms.models import imagenet
 from hms.models.base import HMSNet
 from hms.models.pooling import centre_slice
 from hms.transforms.augment import SpecMasking
@@ -44,10 +44,11 @@ class SpecCNN(HMSNet):
     before montages had names, is the double banana (with its midline chain when the EEG view
     draws the midline map).
 
-    ``pretrained=True`` loads timm's weights; with ``pretrained_file`` (offline Kaggle notebooks)
-    they come from that local file instead, and timm adapts the first convolution to ``in_chans``
-    (and drops the ImageNet classifier). ``pretrained_file`` is ignored when ``pretrained`` is
-    false, so a checkpoint can be rebuilt without the file. ``eeg_spec`` / ``kaggle_spec`` are
+    ``pretrained=True`` starts from ImageNet weights: ``pretrained_file`` (a local file: offline
+    Kaggle notebooks, ``hms.pretrain``'s output), else an installed weights package, else timm's
+    hub (``hms.models.imagenet``); timm adapts the first convolution to ``in_chans`` (and drops
+    the ImageNet classifier). ``pretrained_file`` is ignored when ``pretrained`` is false, so a
+    checkpoint can be rebuilt without the file. ``eeg_spec`` / ``kaggle_spec`` are
     keyword arguments of ``EEGSpectrogram`` / ``KaggleSpectrogramImage`` (their ``layout`` is
     this model's). ``norm`` is a ``Normalize`` mode, applied per view; ``"dataset"`` needs
     ``fit_normalization`` on training batches before training. ``antialias``: a map resized down
@@ -132,14 +133,14 @@ class SpecCNN(HMSNet):
         if self.in_chans != self.image_chans and self.image_chans != 1:
             raise ValueError(f"the image has {self.image_chans} channels, not in_chans={in_chans}")
 
-        self.backbone = timm.create_model(
+        self.backbone = imagenet.create_model(
             backbone,
             pretrained=pretrained,
+            pretrained_file=pretrained_file,
             in_chans=self.in_chans,
             num_classes=0 if centre_pool else N_CLASSES,
             drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,
-            pretrained_cfg_overlay=dict(file=pretrained_file) if pretrained_file else None,
         )
         # A near-zero classifier starts every sample close to the uniform prediction (KL ~1.2 on
         # HMS votes) instead of the large random logits of a fresh head (KL 3+ from scratch),
