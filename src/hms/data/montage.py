@@ -7,14 +7,19 @@ asks of it:
 - ``flip_index``: the permutation of its channels that mirrors left and right (test-time flip,
   flip augmentation, the feature baseline's mirrored windows);
 - ``chain_index``: the channels of each of the four lateral chains LL, LP, RP, RL, in that order
-  and of equal length (the EEG spectrogram maps, the feature baseline's chain features);
+  and of equal length (the EEG spectrogram maps, the feature baseline's chain features). A
+  montage of another shape (a transverse montage, a Laplacian, a 10-10 chain set) registers
+  without them; the consumers that read chains ask for them with ``chains_for(consumer)``, which
+  refuses such a montage in one line naming the consumer;
 - ``midline``: the channels of the midline map, if the montage has one;
 - ``electrodes``: the electrodes it reads (what a clinical recording must provide).
 
-Applying a montage is one vectorised subtraction on numpy arrays, and its flip is one index
-lookup, on numpy arrays or torch tensors alike. Every shape and index comes from the montage's
-name, never from a channel count, so two montages with the same number of channels cannot be
-mistaken for each other. Adding a montage is one ``register_montage(Montage(...))`` call below.
+Each derivation has its own reference: a montage may mix bipolar derivations and derivations
+against the common average, and ``Fp1-F7`` is always Fp1 minus F7. Applying a montage is one
+vectorised subtraction on numpy arrays, and its flip is one index lookup, on numpy arrays or
+torch tensors alike. Every shape and index comes from the montage's name, never from a channel
+count, so two montages with the same number of channels cannot be mistaken for each other.
+Adding a montage is one ``register_montage(Montage(...))`` call, here or in the user's code.
 
 The double banana (16 derivations in the chains LL, LP, RP, RL, optionally followed by Fz-Cz and
 Cz-Pz) is what hms has always used; ``average`` (each scalp electrode minus the mean of all 19)
@@ -24,7 +29,7 @@ shows a montage of another kind.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -39,21 +44,35 @@ from hms.constants import (
     MIRROR,
     SCALP_CHANNELS,
 )
+from hms.errors import HMSDataError
 
 DEFAULT_MONTAGE = "double_banana"
+
+
+class MontageError(HMSDataError):
+    """A montage that a consumer cannot read (no chains where chains are read)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(None, problem)
+
+    def __reduce__(self):
+        return (type(self), (self.problem,))
+
+
 AVERAGE = "avg"  # the reference name of the common average of ``SCALP_CHANNELS``
 
 
 @dataclass(frozen=True, eq=False)
 class Montage:
     """A montage: ``derivations`` are (electrode, reference) pairs, the reference an electrode
-    name or ``"avg"`` (the mean of the 19 scalp electrodes); ``chains`` names the derivations of
-    each lateral chain (``CHAIN_NAMES`` order, equal lengths), ``midline`` those of the midline
-    map (empty: none)."""
+    name or ``"avg"`` (the mean of the 19 scalp electrodes), each derivation its own;
+    ``chains`` names the derivations of each lateral chain (``CHAIN_NAMES`` order, equal
+    lengths), or is empty for a montage without them; ``midline`` those of the midline map
+    (empty: none)."""
 
     name: str
     derivations: tuple[tuple[str, str], ...]
-    chains: Mapping[str, tuple[int, ...]]
+    chains: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     midline: tuple[int, ...] = ()
     description: str = ""
 
@@ -62,10 +81,17 @@ class Montage:
         unknown = sorted(names - set(SCALP_CHANNELS))
         if unknown:
             raise ValueError(f"montage {self.name!r}: unknown electrodes {unknown}")
-        if tuple(self.chains) != CHAIN_NAMES:
+        if not self.derivations:
+            raise ValueError(f"montage {self.name!r}: no derivations")
+        same = [f"{a}-{r}" for a, r in self.derivations if a == r]
+        if same:
+            raise ValueError(f"montage {self.name!r}: {same} are an electrode minus itself")
+        if len(set(self.derivations)) != len(self.derivations):
+            raise ValueError(f"montage {self.name!r}: a derivation is listed twice")
+        if self.chains and tuple(self.chains) != CHAIN_NAMES:
             raise ValueError(f"montage {self.name!r}: chains must be {CHAIN_NAMES} in that order")
         lengths = {len(c) for c in self.chains.values()}
-        if len(lengths) != 1 or 0 in lengths:
+        if self.chains and (len(lengths) != 1 or 0 in lengths):
             raise ValueError(f"montage {self.name!r}: chains must be non-empty and equally long")
         used = [i for c in self.chains.values() for i in c] + list(self.midline)
         if any(not 0 <= i < len(self.derivations) for i in used):
@@ -99,10 +125,26 @@ class Montage:
             raise ValueError(f"montage {self.name!r}: no mirror image for {missing}")
         return [position[d] for d in mirrored]
 
+    @property
+    def has_chains(self) -> bool:
+        """Whether the montage has the four lateral chains LL, LP, RP, RL."""
+        return bool(self.chains)
+
+    def chains_for(self, consumer: str) -> list[list[int]]:
+        """``chain_index`` for ``consumer`` (what reads the chains, in words); a montage without
+        chains is refused in one line naming both and the montages that have them."""
+        if not self.chains:
+            having = sorted(n for n, m in MONTAGES.items() if m.chains)
+            raise MontageError(
+                f"{consumer} reads the lateral chains {list(CHAIN_NAMES)}, and montage "
+                f"{self.name!r} has none; use one that has them: {having}"
+            )
+        return [list(self.chains[c]) for c in CHAIN_NAMES]
+
     @cached_property
     def chain_index(self) -> list[list[int]]:
         """(4, k) channel indices of the chains LL, LP, RP, RL."""
-        return [list(self.chains[c]) for c in CHAIN_NAMES]
+        return self.chains_for("this consumer")
 
     @cached_property
     def lateral_channels(self) -> list[int]:
@@ -110,21 +152,31 @@ class Montage:
         return sorted({i for c in self.chain_index for i in c})
 
     @cached_property
-    def _index(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def _index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each derivation's anode, its reference electrode (0 where it is the average) and
+        whether its reference is the common average, as index arrays into ``EEG_CHANNELS``."""
         anode = np.array([CHANNEL_INDEX[a] for a, _ in self.derivations], dtype=np.int64)
-        if any(r == AVERAGE for _, r in self.derivations):
-            return anode, None
-        return anode, np.array([CHANNEL_INDEX[r] for _, r in self.derivations], dtype=np.int64)
+        average = np.array([r == AVERAGE for _, r in self.derivations], dtype=bool)
+        cathode = np.array(
+            [0 if r == AVERAGE else CHANNEL_INDEX[r] for _, r in self.derivations], dtype=np.int64
+        )
+        return anode, cathode, average
 
     def apply(self, x: np.ndarray, clip_uv: float | None = 1024.0) -> np.ndarray:
-        """Referential (time, 20) -> derivations (time, n_channels), each clipped to
-        +-clip_uv."""
-        anode, cathode = self._index
-        if cathode is not None:
-            y = x[:, anode] - x[:, cathode]
-        else:  # every reference is the common average (the only kind of average here)
+        """Referential (time, 20) -> derivations (time, n_channels), each its anode minus its
+        own reference, clipped to +-clip_uv."""
+        anode, cathode, average = self._index
+        if average.any():
             scalp = [CHANNEL_INDEX[c] for c in SCALP_CHANNELS]
-            y = x[:, anode] - x[:, scalp].mean(axis=1, keepdims=True, dtype=x.dtype)
+            mean = x[:, scalp].mean(axis=1, keepdims=True, dtype=x.dtype)
+        if not average.any():
+            y = x[:, anode] - x[:, cathode]
+        elif average.all():
+            y = x[:, anode] - mean
+        else:  # bipolar and average references side by side
+            reference = x[:, cathode]
+            reference[:, average] = mean
+            y = x[:, anode] - reference
         if clip_uv is not None:
             y = y.clip(-clip_uv, clip_uv)
         return y
@@ -215,8 +267,7 @@ def bipolar_names(midline: bool = False) -> list[str]:
 
 def montage_index(midline: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Indices into ``EEG_CHANNELS`` of each pair's anode and cathode."""
-    anode, cathode = get_montage(montage_name(midline))._index
-    assert cathode is not None
+    anode, cathode, _ = get_montage(montage_name(midline))._index
     return anode, cathode
 
 

@@ -160,10 +160,11 @@ class EEGFeatures(nn.Module):
     def __init__(self, nperseg: int = 2 * SAMPLE_RATE, montage: str = DEFAULT_MONTAGE) -> None:
         super().__init__()
         spec = get_montage(montage)
+        chain_index = spec.chains_for("the qEEG features (the feature baseline, pretraining)")
         self.montage, self.n_channels = spec.name, spec.n_channels
         self.lateral = spec.lateral_channels
         local = {c: i for i, c in enumerate(self.lateral)}
-        self.chain_index = [[local[c] for c in chain] for chain in spec.chain_index]
+        self.chain_index = [[local[c] for c in chain] for chain in chain_index]
         self.nperseg = nperseg
         # Every feature reads the PSD below 20 Hz only (bands, in-range peak and entropy): only
         # those bins are computed.

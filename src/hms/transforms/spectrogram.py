@@ -188,10 +188,11 @@ class EEGSpectrogram(_MapImage):
         self.pad_left = n_fft // 2 - (n_fft - win) // 2  # samples before a frame's centre
         self.pad_right = win - self.pad_left
         # Only the channels of the maps are transformed: the chains', then the midline's.
+        chain_index = spec.chains_for("the EEG spectrogram (the image members' EEG view)")
         used = spec.lateral_channels + (list(spec.midline) if midline else [])
         self.used = used
         local = {c: i for i, c in enumerate(used)}
-        chains = [[local[c] for c in chain] for chain in spec.chain_index]
+        chains = [[local[c] for c in chain] for chain in chain_index]
         self.register_buffer("chain_index", torch.tensor(chains), persistent=False)
         self.midline_index = [local[c] for c in spec.midline] if midline else []
         self.map_names = CHAIN_NAMES + ((MIDLINE_MAP,) if midline else ())
