@@ -41,6 +41,7 @@ from hms.data.datamodule import HMSDataModule
 from hms.data.dataset import VIEWS, CacheDataset
 from hms.data.io import HMSLayout, atomic_path, check_writable, file_digest
 from hms.errors import HMSDataError, check_int
+from hms.models.base import HMSNet
 from hms.models.features import EEGFeatures
 
 CLIP = 5.0  # standardised targets are clipped at +-CLIP
@@ -122,8 +123,9 @@ def pretrain_backbone(
     stats_batches: int = 40,
     log: Callable[[str], None] = _print,
 ) -> list[float]:
-    """Trains ``net.backbone`` (a ``SpecCNN``'s timm model) in place on the feature-regression
-    pretext; returns the mean loss of each epoch. One-cycle schedule, AdamW, as training's."""
+    """Trains ``net.pretrainable_backbone()`` (a ``SpecCNN``'s timm model) in place on the
+    feature-regression pretext; returns the mean loss of each epoch. One-cycle schedule, AdamW,
+    as training's."""
     features = EEGFeatures(montage=net.montage).eval()
 
     def first_batches() -> Iterable[Mapping[str, Tensor]]:
@@ -132,8 +134,9 @@ def pretrain_backbone(
     centre, spread = target_scale(features, first_batches())
     if net.needs_fitting:  # dataset-wide normalisation of the image: the train split's statistics
         net.fit_normalization(first_batches())
-    head = nn.Linear(net.backbone.num_features, features.n_features)
-    params = [*net.backbone.parameters(), *head.parameters()]
+    backbone = net.pretrainable_backbone()
+    head = nn.Linear(backbone.num_features, features.n_features)
+    params = [*backbone.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     schedule = one_cycle(optimizer, lr, epochs * len(loader))
     net.train()
@@ -147,7 +150,7 @@ def pretrain_backbone(
             with torch.no_grad():
                 target = standardised(features(eeg), centre, spread)
             image = net.image({k: signals[k] for k in net.inputs})
-            pooled = net.backbone.forward_features(image).mean(dim=(2, 3))
+            pooled = backbone.forward_features(image).mean(dim=(2, 3))
             loss = F.smooth_l1_loss(head(pooled), target)
             if not math.isfinite(loss.item()):
                 raise HMSDataError(None, f"pretraining diverged at epoch {epoch + 1} (loss {loss})")
@@ -169,10 +172,11 @@ def pretrain_backbone(
 def backbone_weights(net: nn.Module) -> dict[str, Tensor]:
     """The backbone's state dict without its classifier: what timm loads as pretrained weights
     for any number of classes (it drops or ignores the classifier keys)."""
-    classifier = net.backbone.default_cfg.get("classifier", "classifier")
+    backbone = net.pretrainable_backbone()
+    classifier = backbone.default_cfg.get("classifier", "classifier")
     return {
         k: v.detach().clone().contiguous()
-        for k, v in net.backbone.state_dict().items()
+        for k, v in backbone.state_dict().items()
         if not k.startswith(f"{classifier}.")
     }
 
@@ -213,9 +217,11 @@ def pretrain(
     it to ``out`` (with ``out.json``); ``net`` must be an image member (``SpecCNN``). The image is
     the member's own (e.g. multispec's Kaggle and EEG maps side by side); the targets always come
     from the window's EEG, so ``dm`` must serve ``pretext_views(net)``."""
-    if not (hasattr(net, "backbone") and hasattr(net, "image")):
+    if not isinstance(net, HMSNet) or net.pretrainable_backbone() is None:
         raise HMSDataError(
-            None, f"pretraining needs an image member (SpecCNN), not {type(net).__name__}"
+            None,
+            f"pretraining needs an image member (a network with a pretrainable backbone), not "
+            f"{type(net).__name__}",
         )
     views = pretext_views(net)
     if not set(views) <= set(dm.views):

@@ -289,15 +289,14 @@ def expected_state(
     tensors = {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
     expected = ExpectedState(tensors, montage=module.net.montage)
     base_load = nn.Module._load_from_state_dict
+    tree_features = {f"net.{k}": v for k, v in module.net.tree_feature_counts().items()}
     for name, sub in module.named_modules():
         prefix = f"{name}." if name else ""
         if type(sub)._load_from_state_dict is not base_load:
             own = [*sub.named_parameters(recurse=False), *sub.named_buffers(recurse=False)]
             expected.sized_by_checkpoint |= {prefix + k for k, _ in own if prefix + k in tensors}
-        if isinstance(sub, TreeEnsemble):
-            owner = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
-            features = getattr(getattr(owner, "features", None), "n_features", None)
-            expected.trees.append((prefix, features, int(sub.n_classes)))
+        if isinstance(sub, TreeEnsemble):  # its feature count declared by the network, or None
+            expected.trees.append((prefix, tree_features.get(name), int(sub.n_classes)))
     del module
     return expected
 

@@ -17,8 +17,11 @@ A network (``HMSNet``) maps a batch dict to six logits. It declares
   export then checks ``encode`` and ``body`` apart (``hms.onnx_export``), since the whole can
   differ from its export by a branch taken differently;
 - optional hooks: ``needs_fitting`` and ``fit_normalization`` (statistics learned from the
-  training fold before training, e.g. dataset-wide spectrogram normalisation), and ``image``
-  (the picture the network looks at, drawn by the sample figure).
+  training fold before training, e.g. dataset-wide spectrogram normalisation), ``image``
+  (the picture the network looks at, drawn by the sample figure), ``pretrainable_backbone``
+  (the timm model that self-supervised pretraining trains on ``image``, ``hms.pretraining``)
+  and ``tree_feature_counts`` (the tree tables a checkpoint sizes, and the features they read:
+  the checkpoint checks of ``hms.backends.pytorch``).
 
 ``OnePassNet`` is the other kind of member: fitted once on features of the training windows
 (``collect`` then ``fit``, with at most ``max_windows`` windows per sample) instead of by
@@ -97,6 +100,18 @@ class HMSNet(nn.Module):
     def image(self, batch: Mapping[str, Tensor]) -> Tensor | None:
         """The picture the network looks at (B, C, H, W), or None for a network of no image."""
         return None
+
+    def pretrainable_backbone(self) -> nn.Module | None:
+        """The part that self-supervised pretraining trains and saves: a timm model whose
+        ``forward_features`` reads ``image(batch)`` and gives (B, C, H, W) maps, and whose state
+        dict (less its classifier) ``pretrained_file`` loads. None: this network cannot be
+        pretrained (the default)."""
+        return None
+
+    def tree_feature_counts(self) -> dict[str, int]:
+        """Each tree table of the network (its submodule's name) and how many features its
+        splits may read; empty for a network of no trees (the default)."""
+        return {}
 
     # ------------------------------------------------------------------ inputs
 

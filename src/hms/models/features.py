@@ -508,6 +508,9 @@ class FeatureGBM(OnePassNet):
         self.features = EEGFeatures(montage=self.montage)
         self.trees = TreeEnsemble(N_CLASSES)
 
+    def tree_feature_counts(self) -> dict[str, int]:
+        return {"trees": self.features.n_features}
+
     def encode(self, batch: Mapping[str, Tensor]) -> Tensor:
         return self.features(batch["eeg"])
 

@@ -201,6 +201,9 @@ class SpecCNN(HMSNet):
     def encode(self, batch: Mapping[str, Tensor]) -> Tensor:
         return self.image(batch)
 
+    def pretrainable_backbone(self) -> nn.Module:
+        return self.backbone
+
     def body(self, image: Tensor) -> Tensor:
         if not self.centre_pool:
             return self.backbone(image)
