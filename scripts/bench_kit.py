@@ -35,16 +35,14 @@ from pathlib import Path
 
 import torch
 
-from bench_weights import write_weights
+from bench_weights import configured_weights, write_weights
 from hms.blend import ENSEMBLE_FILE
 from hms.kaggle_kit import COMPETITION, base_environment, network_cut, run_notebook
 
+# Each conf/ensemble/<name>.yaml's blended members and weights, at the sizes of an experiment.
 ENSEMBLES = {
-    "demo": ({"effnet_b0": 0.50, "resnet1d_gru": 0.15, "multispec_b0": 0.35}, "demo"),
-    "seed": (
-        {"effnet_b0": 0.50, "resnet1d_gru": 0.15, "multispec_b0": 0.175, "multispec_b1": 0.175},
-        None,  # no experiment: the seed's full input sizes
-    ),
+    "demo": (configured_weights("demo"), "demo"),
+    "seed": (configured_weights("seed"), None),  # no experiment: the seed's full input sizes
 }
 KAGGLE_LIMIT_S = 9 * 3600
 HERE = Path(__file__).resolve().parents[1]

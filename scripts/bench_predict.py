@@ -36,10 +36,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench_weights import write_weights
+from bench_weights import configured_weights, write_weights
 from hms.submission import predict
 
-SEED = {"effnet_b0": 0.50, "resnet1d_gru": 0.15, "multispec_b0": 0.175, "multispec_b1": 0.175}
+SEED = configured_weights("seed")  # conf/ensemble/seed.yaml's blended members
 
 
 def time_predict(args: argparse.Namespace, weights: Path, work: Path) -> list[float]:

@@ -20,6 +20,13 @@ from hms.blend import ENSEMBLE_FILE, EnsembleSpec
 from hms.cli import conf_dir
 
 
+def configured_weights(ensemble: str) -> dict[str, float]:
+    """The blend weights of ``conf/ensemble/<ensemble>.yaml``: its blended members (a reference
+    member, ``blend: false``, is left out), as ``hms.ensemble`` configures them."""
+    members = OmegaConf.load(conf_dir() / "ensemble" / f"{ensemble}.yaml").members
+    return {m: float(spec.weight) for m, spec in members.items() if spec.get("blend", True)}
+
+
 def write_weights(
     out: Path,
     weights: dict[str, float],

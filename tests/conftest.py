@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy.signal import resample_poly
 
-from hms.blend import ENSEMBLE_FILE, EnsembleSpec
+from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble
 from hms.cli import conf_dir
 from hms.constants import EEG_CHANNELS, SAMPLE_RATE, TRAIN_COLUMNS, VOTE_COLUMNS
 from hms.data.io import write_eeg_parquet, write_spectrogram_parquet
@@ -297,9 +297,14 @@ def write_edf(path: Path, signals_uv: np.ndarray, drop: tuple[str, ...] = ()) ->
 def family_run(tiny, tmp_path_factory) -> dict[str, Path]:
     """A weights folder of every model family, as the main command writes it: ``python -m
     hms.pipeline`` on the tiny built-in dataset with the seed ensemble (effnet_b0, resnet1d_gru,
-    multispec_b0, multispec_b1 with dataset normalisation, the feature baseline), the demo's
-    model sizes, test-time flip on, fold 0, one batch per stage."""
+    multispec_b0, multispec_b1 with dataset normalisation, the feature baseline) and every other
+    ``conf/model/*.yaml`` added to it (a new family is exported and checked by its file), the
+    demo's model sizes, test-time flip on, fold 0, one batch per stage."""
+    from hms.cli import model_names
+
     root, _ = tiny
+    seed = OmegaConf.load(conf_dir() / "ensemble" / "seed.yaml").members
+    others = [f"+ensemble.members.{m}={{weight: 0.1}}" for m in model_names() if m not in seed]
     work = tmp_path_factory.mktemp("family")
     data = work / "data"
     shutil.copytree(root, data)
@@ -310,9 +315,11 @@ def family_run(tiny, tmp_path_factory) -> dict[str, Path]:
         "synth_preset=null", "ensemble=seed", "folds=[0]", f"paths.output_dir={out}",
         f"paths.cache_dir={work / 'cache'}",
         'train_overrides=["debug=fast","data.batch_size=4","scale=demo","model.tta_flip=true"]',
+        *others,
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert set(read_ensemble(out / "ensembles" / "tiny" / "seed").members) == set(model_names())
     return {"data": data, "weights": out / "ensembles" / "tiny" / "seed", "work": work}
 
 

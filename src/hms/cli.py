@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -94,12 +95,48 @@ def hydra_main(config_name: str) -> Callable:
         @functools.wraps(task)
         def entry(cfg_passthrough: Any = None) -> Any:
             if cfg_passthrough is None:
+                sys.argv[1:] = quote_values(sys.argv[1:])
                 _check_overrides(config_name, sys.argv[1:])
             return run(cfg_passthrough)
 
         return entry
 
     return decorate
+
+
+_KEY = re.compile(r"^([+~]{0,2}[\w.@/-]+)=(.*)$", re.DOTALL)
+
+
+def quote_values(args: list[str]) -> list[str]:
+    """The command line with each ``key=value`` whose value Hydra's override grammar cannot read
+    as it is (a path with a space, a non-ASCII letter, a quote or a parenthesis, as a shell
+    passes it whole) quoted for Hydra, so that it arrives as the same string; every override
+    Hydra reads as it is (lists, sweeps, interpolations) is left alone."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+
+    def read(arg: str) -> tuple[bool, Any]:
+        try:
+            return True, parser.parse_overrides([arg])[0].value()
+        except OverrideParseException:
+            return False, None
+
+    out = []
+    for arg in args:
+        match = None if arg.startswith("-") else _KEY.match(arg)
+        if match is not None:
+            key, value = match.groups()
+            ok, parsed = read(arg)
+            # unreadable, or read as another string (Hydra trims the spaces around a value)
+            if not ok or (isinstance(parsed, str) and parsed != value):
+                escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+                quoted = f"{key}='{escaped}'"
+                if read(quoted) == (True, value):
+                    arg = quoted
+        out.append(arg)
+    return out
 
 
 def _hydra_message(exc: BaseException) -> str:
