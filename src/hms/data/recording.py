@@ -15,8 +15,12 @@ Missing electrodes: those the montages need (the members' ``hms.data.montage`` e
 error that lists them, unless
 ``missing="interpolate"``, which fills them by MNE's spherical-spline interpolation from the
 others (the recording's ``interpolated`` lists them, and the outputs flag it). Electrodes the
-montage does not use (Fz, Cz, Pz for the 16-channel double banana) and the EKG are zero when
-absent.
+montage does not use (Fz, Cz, Pz for the 16-channel double banana) are zero when absent.
+
+Only the scalp electrodes are read, at their own rate (MNE's ``include``, chosen from the header
+before any sample is read): an ECG, SpO2, photic or trigger signal beside them, at whatever
+rate, changes neither the samples, nor the memory, nor the rate check. The EKG column is
+therefore zero: no montage reads it. Scalp channels of different rates are refused in one line.
 """
 
 from __future__ import annotations
@@ -128,6 +132,21 @@ def interpolation_matrix(present: list[str], missing: list[str]) -> np.ndarray:
     return raw.get_data(picks=missing)
 
 
+def _signal_rates(raw) -> dict[str, float] | None:
+    """Each signal's own sampling rate where the reader keeps them (EDF, BDF, GDF: samples per
+    data record over the record's length, in MNE's reader state), else None."""
+    try:
+        extras = raw._raw_extras[0]
+        n_samps = np.asarray(extras["n_samps"], dtype=float)
+        length = float(np.atleast_1d(extras["record_length"])[0])
+        names = list(extras["ch_names"])
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+    if len(names) != len(n_samps) or not length > 0 or set(raw.ch_names) - set(names):
+        return None
+    return {n: r / length for n, r in zip(names, n_samps, strict=True)}
+
+
 class EEGRecording:
     """A recording read through MNE, served as HMS referential µV at 200 Hz, span by span."""
 
@@ -138,26 +157,39 @@ class EEGRecording:
         missing: str = "error",
         unit_scale: float | None = None,
     ) -> None:
-        import mne
-
         self.path = Path(path)
         if missing not in MISSING_MODES:
             raise ValueError(f"missing must be one of {MISSING_MODES}, got {missing!r}")
         if not self.path.is_file():
             raise HMSDataError(self.path, "recording not found")
-        try:
-            with warnings.catch_warnings():  # numpy's, on a damaged header (a rate of 0 Hz):
-                warnings.simplefilter("ignore", RuntimeWarning)  # the checks below say it
-                raw = mne.io.read_raw(self.path, preload=False, verbose="error")
-        except Exception as exc:  # MNE raises many types for unreadable files
-            raise HMSDataError(
-                self.path,
-                f"MNE cannot read this recording ({type(exc).__name__}: {str(exc)[:300]})",
-            ) from exc
-        self.raw = raw
-        self.sfreq = float(raw.info["sfreq"])
+        raw = self._open()  # the header: every signal's name
         self.channel_names = list(raw.ch_names)
         found = map_channels(self.channel_names, self.path)
+        # Only the scalp electrodes are read, at their own rate: MNE brings every signal it reads
+        # to the fastest one's rate, so an ECG at 512 Hz or a trigger at 2,048 Hz beside the EEG
+        # would otherwise change the EEG's samples, the memory and the rate check.
+        eeg = [self.channel_names[found[c]] for c in SCALP_CHANNELS if c in found]
+        rates = _signal_rates(raw)
+        damaged = [n for n in eeg if rates is not None and not rates[n] > 0]
+        if damaged:
+            raise HMSDataError(
+                self.path,
+                f"{damaged[0]} has {rates[damaged[0]]:g} samples per second: the header's "
+                "sample counts are damaged",
+            )
+        if rates is not None and len({rates[n] for n in eeg}) > 1:
+            by_rate = {n: f"{rates[n]:g} Hz" for n in eeg}
+            raise HMSDataError(
+                self.path,
+                f"the EEG channels are sampled at different rates ({by_rate}); hms reads EEG "
+                "channels of one rate: resample the file's EEG to one rate first",
+            )
+        if eeg and len(eeg) < len(self.channel_names):
+            raw = self._open(include=eeg)
+            found = {c: i for c, i in map_channels(list(raw.ch_names), self.path).items()}
+        self.raw = raw
+        self.eeg_channels = list(raw.ch_names) if eeg else []
+        self.sfreq = float(raw.info["sfreq"])
         needed = montage_electrodes(montages)
         absent = [c for c in needed if c not in found]
         if absent and missing == "error":
@@ -171,7 +203,7 @@ class EEGRecording:
             raise HMSDataError(
                 self.path, f"only {present_scalp} found: too few electrodes to interpolate {absent}"
             )
-        self.mapping = {c: self.channel_names[i] for c, i in found.items()}
+        self.mapping = {c: raw.ch_names[i] for c, i in found.items()}
         self.interpolated = absent
         self.zero_filled = [c for c in EEG_CHANNELS if c not in found and c not in absent]
         self._picks = [found[c] for c in EEG_CHANNELS if c in found]
@@ -182,13 +214,15 @@ class EEGRecording:
             self._interp_to = [CHANNEL_INDEX[c] for c in absent]
         if not (math.isfinite(self.sfreq) and MIN_RATE_HZ <= self.sfreq <= MAX_RATE_HZ):
             raise HMSDataError(
-                self.path, f"sampling rate {self.sfreq:g} Hz: an EEG recording hms reads is "
-                f"sampled at {MIN_RATE_HZ:g} Hz to {MAX_RATE_HZ:g} Hz (the header may be damaged)",
+                self.path, f"the EEG channels' sampling rate {self.sfreq:g} Hz: an EEG recording "
+                f"hms reads is sampled at {MIN_RATE_HZ:g} Hz to {MAX_RATE_HZ:g} Hz (the header "
+                "may be damaged)",
             )  # fmt: skip
         ratio = Fraction(SAMPLE_RATE / self.sfreq).limit_denominator(1000)
         if abs(float(ratio) - SAMPLE_RATE / self.sfreq) > 1e-9:
             raise HMSDataError(
-                self.path, f"sampling rate {self.sfreq:g} Hz has no small ratio to 200 Hz"
+                self.path,
+                f"the EEG channels' sampling rate {self.sfreq:g} Hz has no small ratio to 200 Hz",
             )
         self.up, self.down = ratio.numerator, ratio.denominator
         # MNE returns volts for EEG and ECG channels; other units need unit_scale (µV per unit).
@@ -202,6 +236,27 @@ class EEGRecording:
         meas = raw.info.get("meas_date")
         self.start_time: dt.datetime | None = meas if isinstance(meas, dt.datetime) else None
 
+    def _open(self, include: Sequence[str] | None = None):
+        """The file through MNE, its data left on disk; ``include``: only these signals (the
+        readers of EDF, BDF and GDF, the formats whose signals can have rates of their own,
+        select them; other formats have one rate and are opened whole)."""
+        import mne
+
+        kwargs = {} if include is None else {"include": list(include)}
+        try:
+            with warnings.catch_warnings():  # numpy's, on a damaged header (a rate of 0 Hz):
+                warnings.simplefilter("ignore", RuntimeWarning)  # the checks below say it
+                return mne.io.read_raw(self.path, preload=False, verbose="error", **kwargs)
+        except TypeError:
+            if include is None:
+                raise
+            return self._open()  # a reader without channel selection: one rate for all
+        except Exception as exc:  # MNE raises many types for unreadable files
+            raise HMSDataError(
+                self.path,
+                f"MNE cannot read this recording ({type(exc).__name__}: {str(exc)[:300]})",
+            ) from exc
+
     @property
     def duration_s(self) -> float:
         return self.n_samples / SAMPLE_RATE
@@ -213,6 +268,7 @@ class EEGRecording:
             "duration_s": round(self.duration_s, 3),
             "start_time": None if self.start_time is None else self.start_time.isoformat(),
             "channels": self.mapping,
+            "eeg_channels_read": self.eeg_channels,
             "interpolated": self.interpolated,
             "zero_filled": self.zero_filled,
             "unit_scale_to_uv": self.unit_scale,
