@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hms.backends.base import check_device
 from hms.blend import read_ensemble
 from hms.constants import (
     CLASSES,
@@ -63,7 +64,7 @@ from hms.data.preprocess import RecordingSettings, filtered_as_stored
 from hms.data.recording import MISSING_MODES, EEGRecording
 from hms.data.spectrogram import kaggle_spectrogram, window_row_times
 from hms.errors import HMSDataError, check_choice, check_int
-from hms.inference import check_device, load_members, member_settings, open_weights
+from hms.inference import load_members, member_settings, open_weights
 from hms.progress import progress as progress_display
 from hms.report import timeline_figure
 

@@ -46,13 +46,13 @@ from typing import Any
 
 import numpy as np
 
+from hms.backends.base import BACKENDS
 from hms.constants import N_CLASSES
 from hms.errors import HMSDataError
 
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT = 1
 SPACES = ("prob", "log")
-BACKENDS = {"torch": ".ckpt", "onnx": ".onnx"}  # a folder's kind and the suffix of its files
 INPUTS = ("eeg", "spec")
 _TINY = 1e-12
 # Bounds of a weights folder, checked before any file is read (hms.inference.open_weights).
@@ -361,7 +361,7 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
         raise HMSDataError(
             path, f"backend must be one of {sorted(BACKENDS)}, got {str(backend)[:80]!r}"
         )
-    suffix = BACKENDS[backend]
+    suffix, lists_inputs = BACKENDS[backend].suffix, BACKENDS[backend].lists_inputs
     inputs: dict[str, list[str]] = {}
     hms_version = raw.get("hms_version")
     if hms_version is not None and (not isinstance(hms_version, str) or not hms_version):
@@ -379,7 +379,7 @@ def read_ensemble(weights_dir: str | Path) -> EnsembleSpec:
         files = check_member_files(
             path, weights_dir, member_name, member.get("checkpoints"), suffix, backend
         )
-        if backend == "onnx":
+        if lists_inputs:  # a graph cannot be asked what it reads: the manifest says
             inputs[member_name] = check_inputs(path, member_name, member.get("inputs"))
         member_data = object_field(member, "data", path, f"member {member_name!r}: data")
         for block in ("recording", "window"):

@@ -27,14 +27,14 @@ installed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from hms.backends.base import Backend, Fold, MemberInfo, open_backend
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble
 from hms.constants import N_CLASSES
 from hms.data.dataset import Windows, batches
@@ -44,20 +44,6 @@ from hms.errors import HMSDataError
 from hms.progress import progress as progress_display
 
 # --------------------------------------------------------------------------- settings
-
-PRECISIONS = ("auto", "32", "32-true", "16", "16-mixed", "bf16", "bf16-mixed")
-_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
-
-
-def check_device(device: str, precision: str | int | None) -> None:
-    """The device and precision named sensibly, checked before any file is read (whether the
-    device is there is the backend's check)."""
-    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
-        raise HMSDataError(None, f"unknown device {device!r}; give auto, cpu, cuda or cuda:<index>")
-    if precision is not None and (isinstance(precision, bool) or str(precision) not in PRECISIONS):
-        raise HMSDataError(
-            None, f"precision must be one of {list(PRECISIONS)} or null, got {precision!r}"
-        )
 
 
 def _settings(cls: type, values: Mapping[str, Any] | None, member: str, weights_dir: Path):
@@ -92,66 +78,6 @@ def member_settings(
         for m in ensemble.members
     }
     return recording, window
-
-
-# --------------------------------------------------------------------------- backends
-
-
-class Fold(Protocol):
-    """A loaded fold file: a batch of numpy arrays -> (B, 6) float64 probabilities."""
-
-    inputs: tuple[str, ...]
-    network: Any  # the torch network (hms.models.base.HMSNet), None for an ONNX graph
-
-    def __call__(self, batch: Mapping[str, np.ndarray]) -> np.ndarray: ...
-
-
-class Backend(Protocol):
-    """What runs a folder's fold files (``hms.backends``)."""
-
-    name: str
-    suffix: str
-    file_kind: str  # what a fold file is called in messages: checkpoint, graph
-    builder: str  # the command that writes such folders
-    device: str
-    precision: str
-
-    def check(self, path: Path, member: MemberInfo) -> None: ...
-
-    def check_folder(self, folder: Path) -> None: ...
-
-    def load(self, path: Path, member: MemberInfo, tta_flip: bool | None) -> Fold: ...
-
-    def release(self) -> None: ...
-
-
-def open_backend(kind: str, device: str = "auto", precision: str | int | None = "auto"):
-    """The backend of a folder kind (``torch`` or ``onnx``), on ``device``."""
-    if kind == "onnx":
-        from hms.backends.onnx import OnnxBackend
-
-        return OnnxBackend(device, precision)
-    try:
-        from hms.backends.pytorch import TorchBackend
-    except ImportError as exc:  # a machine with the light install (docs/onnx.md)
-        raise HMSDataError(
-            None, f"this is a PyTorch weights folder, and torch cannot be imported here "
-            f"({exc}): install hms with torch, or run its ONNX export (python -m hms.export "
-            "format=onnx, on a machine with torch)",
-        ) from None  # fmt: skip
-    return TorchBackend(device, precision)
-
-
-@dataclass
-class MemberInfo:
-    """A member of a weights folder: its fold files, preprocessing and inputs."""
-
-    name: str
-    folder: Path
-    files: list[Path]
-    recording: RecordingSettings
-    window: WindowSettings
-    inputs: list[str]
 
 
 @dataclass
@@ -310,3 +236,15 @@ def load_members(
         folds = [weights.backend.load(p, info, tta_flip) for p in info.files]
         members.append(LoadedMember(name, folds, info.recording, info.window))
     return weights, members
+
+
+def open_checkpoints(weights_dir: str | Path) -> WeightsFolder:
+    """A PyTorch weights folder opened on the CPU in float32, every checkpoint checked: what an
+    export reads (an exported folder is not exported again)."""
+    ensemble = read_ensemble(weights_dir)
+    if ensemble.backend != "torch":
+        raise HMSDataError(
+            Path(weights_dir), "this is an ONNX weights folder (an export): export from the "
+            "PyTorch weights folder that hms.ensemble wrote",
+        )  # fmt: skip
+    return open_weights(weights_dir, "cpu", "32", ensemble)

@@ -41,10 +41,10 @@ from torch import Tensor, nn
 
 import hms
 from hms.backends.onnx import OUTPUT, check_graph
-from hms.backends.pytorch import open_checkpoints
 from hms.blend import ENSEMBLE_FILE, EnsembleSpec, read_ensemble
 from hms.data.io import atomic_dir, atomic_path, check_output_dir, file_digest, output_lock
 from hms.errors import HMSDataError, check_int
+from hms.inference import open_checkpoints
 from hms.models.base import HMSNet
 from hms.models.module import probabilities
 

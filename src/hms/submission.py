@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from hms.backends.base import check_device
 from hms.blend import read_ensemble
 from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
 from hms.data.io import (
@@ -45,7 +46,7 @@ from hms.data.io import (
 )
 from hms.data.preprocess import RecordingSettings
 from hms.errors import HMSDataError, check_int
-from hms.inference import check_device, open_weights, predict_member
+from hms.inference import open_weights, predict_member
 
 if TYPE_CHECKING:
     from hms.data.cache import HMSCache

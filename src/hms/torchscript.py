@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hms.backends.pytorch import open_checkpoints
 from hms.blend import (
     FORMAT,
     INPUTS,
@@ -50,7 +49,7 @@ from hms.constants import SPEC_WINDOW_ROWS, WINDOW_SAMPLES
 from hms.data.io import atomic_dir, check_output_dir, output_lock
 from hms.data.montage import get_montage
 from hms.errors import HMSDataError
-from hms.inference import fold_mean
+from hms.inference import fold_mean, open_checkpoints
 from hms.models.base import HMSNet
 from hms.models.module import probabilities
 

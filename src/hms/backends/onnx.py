@@ -30,7 +30,7 @@ from hms.data.preprocess import WindowSettings
 from hms.errors import HMSDataError
 
 if TYPE_CHECKING:
-    from hms.inference import MemberInfo
+    from hms.backends.base import MemberInfo
 
 SUFFIX = ".onnx"
 OUTPUT = "probabilities"

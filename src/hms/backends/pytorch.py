@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from hms.backends.base import PRECISIONS
 from hms.blend import ENSEMBLE_FILE
 from hms.data.preprocess import WindowSettings
 from hms.errors import HMSDataError
-from hms.inference import PRECISIONS
 
 if TYPE_CHECKING:
-    from hms.inference import MemberInfo, WeightsFolder
+    from hms.backends.base import MemberInfo
     from hms.models.base import HMSNet
     from hms.models.module import HMSModule
 
@@ -491,18 +491,3 @@ class TorchBackend:
         """Give the device's cached memory back between folds."""
         if self.torch_device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def open_checkpoints(weights_dir: str | Path) -> WeightsFolder:
-    """A PyTorch weights folder opened on the CPU in float32, every checkpoint checked: what an
-    export reads (an exported folder is not exported again)."""
-    from hms.blend import read_ensemble
-    from hms.inference import open_weights
-
-    ensemble = read_ensemble(weights_dir)
-    if ensemble.backend != "torch":
-        raise HMSDataError(
-            Path(weights_dir), "this is an ONNX weights folder (an export): export from the "
-            "PyTorch weights folder that hms.ensemble wrote",
-        )  # fmt: skip
-    return open_weights(weights_dir, "cpu", "32", ensemble)

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from hms.constants import N_CLASSES
 from hms.data.montage import montage_name
-from hms.models import imagenet
 from hms.models.base import HMSNet
+from hms.models.imagenet import create_model as create_backbone
 from hms.models.pooling import centre_slice
 from hms.transforms.augment import SpecMasking
 from hms.transforms.spectrogram import (
@@ -133,7 +133,7 @@ class SpecCNN(HMSNet):
         if self.in_chans != self.image_chans and self.image_chans != 1:
             raise ValueError(f"the image has {self.image_chans} channels, not in_chans={in_chans}")
 
-        self.backbone = imagenet.create_model(
+        self.backbone = create_backbone(
             backbone,
             pretrained=pretrained,
             pretrained_file=pretrained_file,
