@@ -20,8 +20,10 @@ they came from.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -161,9 +163,11 @@ def create_model(
         return load_from_hub(backbone, **kwargs)
     state = package_state_dict(backbone) if source.kind == "package" else read_state_dict(source)
     try:
-        model = timm.create_model(
-            backbone, pretrained=True, pretrained_cfg_overlay={"state_dict": dict(state)}, **kwargs
-        )
+        with _quiet_timm():
+            model = timm.create_model(
+                backbone, pretrained=True, pretrained_cfg_overlay={"state_dict": dict(state)},
+                **kwargs,
+            )  # fmt: skip
     except (RuntimeError, KeyError, ValueError) as exc:  # torch's load_state_dict: shapes
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HMSDataError(
@@ -189,6 +193,19 @@ def create_model(
             f"absent, {len(unexpected)} tensors that it does not have ({first})",
         )
     return model
+
+
+@contextlib.contextmanager
+def _quiet_timm():
+    """timm's loader logs, at every build, the classifier it leaves out and the unexpected keys
+    it skips: the first is the point (a new head), the second is refused below in one line."""
+    log = logging.getLogger("timm.models._builder")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def read_state_dict(source: ImageNetSource) -> dict[str, torch.Tensor]:
