@@ -14,6 +14,7 @@ from hms.errors import HMSDataError
 from hms.workflow import (
     check_arguments,
     ensemble_config,
+    plan_runs,
     pretrain_config,
     pretrain_source,
     teachers_first,
@@ -83,7 +84,7 @@ def test_the_blend_gets_the_ensemble_the_pipelines_command_line_changed(tmp_path
     [
         ("effnet_b0", {"effnet_b0": "effnet_b0", "multispec_b0": "effnet_b0"}),
         ("own", {"effnet_b0": "effnet_b0", "multispec_b0": "multispec_b0"}),
-        (None, {"effnet_b0": "multispec_b0", "multispec_b0": "multispec_b0"}),  # main command
+        (None, {"effnet_b0": "multispec_b0", "multispec_b0": "multispec_b0"}),  # the default
     ],
 )
 def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
@@ -91,10 +92,9 @@ def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
 ):
     """``pretrain.model``: one backbone the members share, or each member's own image (own):
     every run config of a pretrained member names the file that pretraining writes, the others
-    start as configured. The main command (no override: experiment=demo) pretrains too, for the
-    epochs its experiment sets."""
-    overrides = [f"paths.root_dir={tmp_path}"]
-    overrides += ["pretrain.enabled=true", f"pretrain.model={model}"] if model else []
+    start as configured."""
+    overrides = [f"paths.root_dir={tmp_path}", "pretrain.enabled=true"]
+    overrides += [f"pretrain.model={model}"] if model else []
     with pipeline_config(*overrides) as cfg:
         epochs = cfg.pretrain.epochs
         members = check_arguments(cfg)
@@ -111,6 +111,26 @@ def test_the_pretrained_members_start_from_the_file_their_pretraining_writes(
         assert pretrains[source].pretrain.epochs == epochs
     for member in set(members) - set(files):
         assert runs[member].pretrained_file is None and sources[member] is None
+
+
+def test_the_main_command_starts_the_image_members_from_imagenet_and_the_resnet(tmp_path):
+    """The main command (no override: experiment=demo): no self-supervised pretraining; the image
+    members start from the ImageNet weights the set-up installs and learn the few-rater targets
+    half from the ResNet1D-GRU's out-of-fold predictions, whose runs are planned first."""
+    with pipeline_config(f"paths.root_dir={tmp_path}") as cfg:
+        members = check_arguments(cfg)
+        plan = plan_runs(cfg, members)
+    assert not cfg.pretrain.enabled
+    runs = {m: c for m, f, c in plan if f == 0}
+    teacher = str(tmp_path / "outputs" / "runs" / "demo" / "resnet1d_gru")
+    for member in ("effnet_b0", "multispec_b0"):
+        run = runs[member]
+        assert run.model.net.pretrained and run.pretrained_file is None
+        assert run.model.net.backbone == "tf_efficientnet_lite0"
+        assert run.refine.enabled and str(run.refine.source) == teacher
+    assert not runs["resnet1d_gru"].refine.enabled
+    order = [m for m, _, _ in plan]
+    assert order.index("resnet1d_gru") < min(order.index("effnet_b0"), order.index("multispec_b0"))
 
 
 def test_the_longer_cpu_recipe_starts_the_image_members_from_imagenet(tmp_path):
