@@ -21,7 +21,6 @@ they came from.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import logging
 import re
@@ -33,6 +32,7 @@ from typing import Any
 import timm
 import torch
 
+from hms.data.io import file_digest
 from hms.errors import HMSDataError
 
 
@@ -244,11 +244,7 @@ def load_from_hub(backbone: str, **kwargs: Any) -> torch.nn.Module:
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path)["sha256"]
 
 
 @lru_cache(maxsize=4)
