@@ -102,14 +102,6 @@ class ImageNetSource:
             }
         return {"imagenet": self.backbone, "source": "timm hub"}
 
-    def describe(self) -> str:
-        if self.kind == "file":
-            return f"{self.path}"
-        if self.kind == "package":
-            assert self.package is not None
-            return f"ImageNet, from the package {self.package.requirement}"
-        return "ImageNet, from timm's hub or cache"
-
 
 def ways_to_get(backbone: str) -> str:
     """The ways to give ``backbone`` ImageNet weights on a machine without them, in one line."""
