@@ -186,7 +186,7 @@ class EEGRecording:
             )
         if eeg and len(eeg) < len(self.channel_names):
             raw = self._open(include=eeg)
-            found = {c: i for c, i in map_channels(list(raw.ch_names), self.path).items()}
+            found = map_channels(list(raw.ch_names), self.path)
         self.raw = raw
         self.eeg_channels = list(raw.ch_names) if eeg else []
         self.sfreq = float(raw.info["sfreq"])
